@@ -1,0 +1,1 @@
+"""L0: registries, strict config, atomic io, errors. Imports no torch at module level."""

@@ -1,0 +1,1 @@
+"""L4: run configs, the pipeline stages of one cell, grid expansion and runners."""

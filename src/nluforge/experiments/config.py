@@ -1,0 +1,147 @@
+"""The resolved run config: everything one cell of a grid (or one ``nluforge train``) needs.
+
+Built by :func:`resolve` from defaults < YAML < command-line overrides, strictly (unknown keys are
+one-line errors). Sub-configs are plain dataclasses; method and optimizer options stay as mappings here
+and are validated against the method's or optimizer's own config dataclass in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nluforge.core.config import build, merge, to_dict
+from nluforge.core.errors import UserError
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the task's examples come from and how many to use."""
+
+    data_dir: str | None = None  # local GLUE TSV folder; None: $NLUFORGE_DATA_DIR, then the Hub
+    train_file: str | None = None  # custom tasks: CSV/TSV/JSONL
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_fields: list[str] | None = None  # custom tasks: one or two column names
+    label_field: str | None = None  # custom tasks
+    max_train_samples: int | None = None  # seeded subset
+    max_eval_samples: int | None = None  # seeded subset of each eval split (None: all)
+    k_shot: int | None = None  # K examples per class, seeded (LM-BFF)
+    max_length: int = 128  # tokens; longer inputs are truncated
+
+    def __post_init__(self):
+        for name in ("max_train_samples", "max_eval_samples", "k_shot"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"data.{name} must be a positive integer, got {value}")
+        if self.max_length < 8:
+            raise UserError(f"data.max_length must be at least 8 tokens, got {self.max_length}")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop's knobs. ``lr=None`` takes the method's recommended learning rate."""
+
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float | None = 1.0
+    eval_every: int | None = None  # steps; None: once per epoch
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    keep_best: bool = True  # reload the best evaluated weights at the end
+    group_by_length: bool = True  # length-grouped batches (bucketed, shuffled)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    checkpoint_every: int | None = 200  # steps between resumable checkpoints; None: only at evals
+    num_threads: int | None = None  # torch intra-op threads on CPU; None: leave as is
+    log_every: int = 20
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise UserError(f"train.epochs must be positive, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise UserError(f"train.max_steps must be positive, got {self.max_steps}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"train.lr must be positive, got {self.lr}")
+        for name in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise UserError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("eval_every", "early_stopping_patience", "checkpoint_every", "num_threads"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"train.{name} must be a positive integer, got {value}")
+
+
+@dataclass
+class EvalConfig:
+    splits: list[str] | None = None  # None: the task's dev split(s)
+    advglue: bool = True  # also evaluate on AdvGLUE when the task has a set and it can be found
+    advglue_file: str | None = None  # local AdvGLUE dev.json(.gz); None: look beside data_dir, then Hub
+    latency: bool = True  # measure eval latency at batch 1 and 32
+    latency_examples: int = 64
+    save_predictions: bool = True
+
+
+@dataclass
+class RunConfig:
+    """One run: a task, a model, a method and how to train and measure it."""
+
+    task: str = "sst2"
+    model: str = "default"
+    method: str = "full"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adamw"
+    optimizer_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compress: list[dict[str, Any]] = field(default_factory=list)  # compression steps, in order
+    attack: list[dict[str, Any]] = field(default_factory=list)  # robustness evaluations
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    name: str | None = None  # optional human label for the run
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def slug(self) -> str:
+        model = re.sub(r"[^A-Za-z0-9]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-").lower()
+        parts = [self.name] if self.name else [self.task, model, self.method]
+        if self.k_or_n():
+            parts.append(self.k_or_n())
+        parts.append(f"s{self.seed}")
+        return re.sub(r"[^a-z0-9_.-]+", "-", "-".join(p for p in parts if p).lower())
+
+    def k_or_n(self) -> str:
+        if self.data.k_shot:
+            return f"k{self.data.k_shot}"
+        if self.data.max_train_samples:
+            return f"n{self.data.max_train_samples}"
+        return ""
+
+    def hash8(self) -> str:
+        """Content hash of the resolved config: same config, same run directory."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    def run_id(self) -> str:
+        return f"{self.slug()}--{self.hash8()}"
+
+
+def resolve(*layers: dict[str, Any] | None) -> RunConfig:
+    """Merge ``layers`` (defaults < YAML < overrides) into a strict :class:`RunConfig`."""
+    return build(RunConfig, merge(*layers), where="")

@@ -1,0 +1,69 @@
+"""L2: adaptation methods, one module per method, one verb: ``adapt(model, cfg)``.
+
+A method module (``nluforge.methods.<name>``) defines:
+
+- ``Config``: a dataclass of the method's options (``method: ClassVar[str]`` names it);
+- ``adapt(model, cfg, *, tokenizer=None, task=None) -> nn.Module``: returns the model to train, with
+  ``requires_grad`` set so that exactly the method's parameters (and the task head, where the method
+  trains it) are trainable. The returned module's ``forward(input_ids, attention_mask, token_type_ids=None)``
+  returns an object with ``.logits`` of shape (B, num_labels) (regression: (B, 1));
+- ``expected_trainable(model, cfg) -> int``: the method's own formula for the trainable-parameter
+  count, computed from the config and the *unadapted* model's shapes (the contract tests compare it);
+
+and optionally:
+
+- ``save(model, path)`` / ``load(path, base_model, cfg, *, tokenizer=None, task=None)``: defaults in
+  :mod:`nluforge.methods.base` (peft folders for peft models; otherwise the trainable tensors in
+  ``method_state.safetensors`` next to a full ``save_pretrained`` for methods that train everything);
+- ``train_hooks(model, cfg, total_steps) -> TrainHooks``: per-step callbacks (AdaLoRA's budget
+  schedule, DyLoRA's rank sampling);
+- ``format_inputs(texts, cfg, tokenizer, task) -> texts``: rewrite each example's text fields before
+  tokenization (prompt patterns);
+- ``HEAD``: ``"sequence_classification"`` (default) or ``"masked_lm"``: which model class to load.
+
+The registry below lists every method lazily: ``nluforge methods`` imports no method module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nluforge.core.registry import Registry
+
+METHODS: Registry[Any] = Registry("method", hint="see `nluforge methods`")
+
+
+def _method(name: str, paper: str, summary: str, default_lr: float) -> None:
+    METHODS.register(name, f"nluforge.methods.{name}", summary=summary, paper=paper, default_lr=default_lr)
+
+
+_method("full", "Devlin et al. 2019, BERT (fine-tuning)", "update every weight of the encoder and head", 5e-5)
+_method("linear_probe", "Alain & Bengio 2017, linear probes", "freeze the encoder, train only the head", 1e-3)
+_method("bitfit", "Ben Zaken et al. 2022, BitFit", "train only bias terms and the head", 1e-3)
+_method("lora", "Hu et al. 2022, LoRA", "low-rank updates B·A on attention projections (peft)", 5e-4)
+_method("adalora", "Zhang et al. 2023, AdaLoRA", "LoRA with SVD-form updates and an adaptive rank budget (peft)", 1e-3)
+_method("ia3", "Liu et al. 2022, (IA)^3", "learned vectors rescaling keys, values and FFN activations (peft)", 3e-3)
+_method("prompt_tuning", "Lester et al. 2021, prompt tuning", "N trainable soft-prompt embeddings at the input (peft)", 3e-2)
+_method("prefix_tuning", "Li & Liang 2021; Liu et al. 2022, P-tuning v2", "trainable key/value prefixes in every layer (peft)", 1e-2)
+_method("adapter", "Houlsby et al. 2019; Pfeiffer et al. 2021", "bottleneck adapters after attention and/or FFN", 1e-3)
+_method("dylora", "Valipour et al. 2023, DyLoRA", "nested LoRA ranks trained by sampling; evaluate at any rank <= r", 5e-4)
+_method("lopa", "Jain et al. 2024, LOPA", "soft prompt = shared part ∘ input-conditioned low-rank part", 1e-3)
+_method("lst", "Sung et al. 2022, Ladder Side-Tuning", "small gated side network on frozen backbone activations", 3e-3)
+_method("prompt_based", "Schick & Schütze 2021 (PET); Gao et al. 2021 (LM-BFF)", "pattern + verbalizer scored by the masked-LM head", 1e-5)
+
+
+def method_module(name: str) -> Any:
+    """The module implementing method ``name`` (imported on first use)."""
+    return METHODS.get(name)
+
+
+def method_config(name: str, params: dict[str, Any] | None = None) -> Any:
+    """Build method ``name``'s config strictly from ``params`` (unknown options are one-line errors)."""
+    from nluforge.core.config import build
+
+    return build(method_module(name).Config, params or {}, where=f"method_params ({name})")
+
+
+def adapt(model: Any, cfg: Any, **context: Any) -> Any:
+    """Apply the method named by ``type(cfg).method`` to ``model`` and return the model to train."""
+    return method_module(cfg.method).adapt(model, cfg, **context)

@@ -1,0 +1,146 @@
+"""What every method shares: freezing helpers, parameter counting, step hooks, save and load.
+
+Saved formats (always safetensors, never pickle):
+
+- a peft model: ``save_pretrained`` adapter folder, loadable with plain ``peft.PeftModel.from_pretrained``;
+- a plain Hugging Face model (full, linear probe, BitFit): a ``save_pretrained`` folder;
+- any other wrapper (own methods): ``method_state.safetensors`` with the trainable tensors (and the
+  buffers the method registers in ``_nluforge_extra_state``), restored by re-applying ``adapt`` to the
+  base model and loading that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nluforge.core.errors import UserError
+
+METHOD_STATE = "method_state.safetensors"
+
+
+@dataclass
+class TrainHooks:
+    """Per-step callbacks a method may need; ``step`` counts optimizer steps from 0."""
+
+    before_forward: Callable[[int], None] | None = None  # e.g. DyLoRA samples this step's rank
+    after_backward: Callable[[int], None] | None = None  # e.g. AdaLoRA updates its rank budget
+    on_train_end: Callable[[], None] | None = None
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def unfreeze(params: Iterable[nn.Parameter]) -> None:
+    for p in params:
+        p.requires_grad_(True)
+
+
+def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Parameter count, each shared tensor counted once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The task head(s) of a Hugging Face classifier, from the architecture table."""
+    from nluforge.models.arch import arch_of
+
+    names = arch_of(model).head
+    found = [getattr(model, n) for n in names if hasattr(model, n)]
+    if not found:
+        raise UserError(f"found no task head ({', '.join(names)}) on {type(model).__name__}")
+    return found
+
+
+def head_param_count(model: nn.Module) -> int:
+    return sum(count_params(m) for m in head_modules(model))
+
+
+def unfreeze_head(model: nn.Module) -> None:
+    for m in head_modules(model):
+        unfreeze(m.parameters())
+
+
+def is_peft(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a core dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def save(model: nn.Module, path: str | Path) -> None:
+    """Save ``model`` to folder ``path`` in the format described in the module docstring."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    from transformers import PreTrainedModel
+
+    if is_peft(model) or isinstance(model, PreTrainedModel):
+        model.save_pretrained(path, safe_serialization=True)
+        return
+    save_state(model, path)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name in getattr(model, "_nluforge_extra_state", ()):
+        state[name] = model.get_buffer(name)
+    return state
+
+
+def save_state(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}
+    save_file(state, str(path / METHOD_STATE), metadata={"format": "pt"})
+
+
+def load(path: str | Path, base_model: nn.Module, cfg: Any, adapt_fn: Callable[..., nn.Module], **context: Any):
+    """Inverse of :func:`save`: ``base_model`` is the freshly loaded pretrained model."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base_model, path)
+    if (path / METHOD_STATE).is_file():
+        model = adapt_fn(base_model, cfg, **context)
+        load_state(model, path / METHOD_STATE)
+        return model
+    if (path / "config.json").is_file():
+        return type(base_model).from_pretrained(path)
+    raise UserError(f"{path} holds no saved model (no adapter_config.json, {METHOD_STATE} or config.json)")
+
+
+def load_state(model: nn.Module, file: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"cannot read checkpoint {file}: {err}; it may be corrupt, retrain the run") from None
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    missing = [k for k in state if k not in own]
+    if missing:
+        raise UserError(f"checkpoint {file} does not match the model (unknown tensor {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if own[name].shape != tensor.shape:
+                raise UserError(f"checkpoint {file}: {name} has shape {tuple(tensor.shape)}, "
+                                f"the model expects {tuple(own[name].shape)}")
+            own[name].copy_(tensor)

@@ -1,0 +1,1 @@
+"""L1: load any Hugging Face encoder (or ``default``), the architecture table, size on disk."""
