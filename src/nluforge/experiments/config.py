@@ -61,7 +61,8 @@ class TrainConfig:
     keep_best: bool = True  # reload the best evaluated weights at the end
     group_by_length: bool = True  # length-grouped batches (bucketed, shuffled)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    checkpoint_every: int | None = 200  # steps between resumable checkpoints; None: only at evals
+    checkpoint_every: int | None = 200  # steps between resumable checkpoints; None: only at epoch ends
+    keep_checkpoints: bool = False  # keep checkpoints/ after the run completes
     num_threads: int | None = None  # torch intra-op threads on CPU; None: leave as is
     log_every: int = 20
 

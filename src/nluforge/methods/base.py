@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from nluforge.core.errors import UserError
+from nluforge.models.params import count_params, trainable_state
+
+
 
 METHOD_STATE = "method_state.safetensors"
 
@@ -29,7 +32,8 @@ class TrainHooks:
     """Per-step callbacks a method may need; ``step`` counts optimizer steps from 0."""
 
     before_forward: Callable[[int], None] | None = None  # e.g. DyLoRA samples this step's rank
-    after_backward: Callable[[int], None] | None = None  # e.g. AdaLoRA updates its rank budget
+    after_backward: Callable[[int], None] | None = None  # gradients ready, before clipping and the step
+    after_step: Callable[[int], None] | None = None  # after optimizer.step, before zero_grad (AdaLoRA)
     on_train_end: Callable[[], None] | None = None
 
 
@@ -42,18 +46,6 @@ def freeze(module: nn.Module) -> nn.Module:
 def unfreeze(params: Iterable[nn.Parameter]) -> None:
     for p in params:
         p.requires_grad_(True)
-
-
-def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Parameter count, each shared tensor counted once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
 
 
 def head_modules(model: nn.Module) -> list[nn.Module]:
@@ -94,13 +86,6 @@ def save(model: nn.Module, path: str | Path) -> None:
         model.save_pretrained(path, safe_serialization=True)
         return
     save_state(model, path)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    state = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    for name in getattr(model, "_nluforge_extra_state", ()):
-        state[name] = model.get_buffer(name)
-    return state
 
 
 def save_state(model: nn.Module, path: Path) -> None:

@@ -1,0 +1,76 @@
+"""``nluforge train``: one run into ``--output-dir/<slug>--<hash8>/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nluforge.cli.app import app, fail
+from nluforge.cli.options import DataDir, Param, Set, config_layers
+
+
+@app.command()
+def train(
+    task: str = typer.Option(None, "--task", "-t", help="Task name (see `nluforge tasks`) or 'custom'."),
+    model: str = typer.Option(None, "--model", "-m", help="'default', a local folder or a hub id."),
+    method: str = typer.Option(None, "--method", help="Adaptation method (see `nluforge methods`)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML run config; flags override it."),
+    data_dir: str = DataDir,
+    train_file: str = typer.Option(None, help="Custom task: training CSV/TSV/JSONL file."),
+    validation_file: str = typer.Option(None, help="Custom task: validation file."),
+    text_fields: list[str] = typer.Option(None, "--text-field", help="Custom task: text column (1 or 2)."),
+    label_field: str = typer.Option(None, help="Custom task: label column."),
+    max_train_samples: int = typer.Option(None, help="Seeded random subset of the training split."),
+    k_shot: int = typer.Option(None, "--k-shot", help="K training examples per class (seeded, balanced)."),
+    max_length: int = typer.Option(None, help="Max tokens per example (default 128)."),
+    epochs: float = typer.Option(None, help="Training epochs (default 1)."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
+    lr: float = typer.Option(None, help="Learning rate (default: the method's recommended one)."),
+    batch_size: int = typer.Option(None, help="Training batch size (default 32)."),
+    eval_every: int = typer.Option(None, help="Evaluate every N steps (default: once per epoch)."),
+    seed: int = typer.Option(None, help="Random seed (default 42)."),
+    params: list[str] = Param,
+    sets: list[str] = Set,
+    output_dir: Path = typer.Option(Path("runs"), "--output-dir", "-o", help="Where run directories go."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
+) -> None:
+    """Fine-tune a model on a task with an adaptation method, measure it, and save it."""
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import execute, prepare
+
+    flags = {"task": task, "model": model, "method": method, "seed": seed,
+             "data.data_dir": data_dir, "data.train_file": train_file,
+             "data.validation_file": validation_file, "data.text_fields": text_fields,
+             "data.label_field": label_field, "data.max_train_samples": max_train_samples,
+             "data.k_shot": k_shot, "data.max_length": max_length, "train.epochs": epochs,
+             "train.max_steps": max_steps, "train.lr": lr, "train.batch_size": batch_size,
+             "train.eval_every": eval_every}
+    cfg = resolve(config_layers(config, flags, params, sets))
+    run_dir = output_dir / cfg.run_id()
+    if resume and not (run_dir / "checkpoints").is_dir():
+        fail(f"nothing to resume: {run_dir} has no checkpoints; run again without --resume")
+    prep = prepare(cfg)
+    for note in prep.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"run directory: {run_dir}", err=True)
+    result = execute(prep, run_dir, resume=resume, show_progress=True)
+    _print_result(result, run_dir)
+
+
+def _print_result(result, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.run_info.slug}", show_header=True)
+    table.add_column("split")
+    table.add_column("metrics")
+    for split, values in result.metrics.get("trained", {}).items():
+        table.add_row(split, "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    console = Console()
+    console.print(table)
+    c = result.cost
+    console.print(f"trainable {c.trainable_params:,} / {c.total_params:,} params · "
+                  f"{c.train_examples_per_s:.1f} train ex/s · peak {c.peak_memory_mb:.0f} MB · "
+                  f"latency {c.latency_ms_bs1} ms (bs1) · model {c.model_size_mb:.1f} MB")
+    typer.echo(str(run_dir))

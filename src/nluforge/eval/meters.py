@@ -1,0 +1,77 @@
+"""Cost meters: peak memory during a block of work, and per-example inference latency.
+
+Peak memory is CUDA ``max_memory_allocated`` on a GPU, and the process's resident set size on CPU,
+sampled every 20 ms by a background thread (``ru_maxrss`` would include everything since process
+start, e.g. data loading, and could not be reset between runs of a grid).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import torch
+from torch import nn
+
+from nluforge.eval.predict import model_inputs
+from nluforge.models.inputs import Encoded, collate
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: ...`` then ``peak.mb`` and ``peak.kind``."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.02):
+        self.device = device
+        self.interval_s = interval_s
+        self.mb = 0.0
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "process_rss"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._proc = psutil.Process()
+            self.mb = self._proc.memory_info().rss / 2**20
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, enc: Encoded, *, batch_size: int, pad_id: int, regression: bool,
+                    n_examples: int = 64, warmup: int = 2) -> float:
+    """Mean wall milliseconds per example over the first ``n_examples`` examples, at ``batch_size``."""
+    device = next(model.parameters()).device
+    model.eval()
+    idx = list(range(min(n_examples, len(enc))))
+    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    tensors = [model_inputs(collate(enc, b, pad_id, regression=regression), device) for b in batches]
+    for inputs in tensors[:warmup]:
+        model(**inputs)
+    _sync(device)
+    start = time.perf_counter()
+    for inputs in tensors:
+        model(**inputs)
+    _sync(device)
+    return (time.perf_counter() - start) * 1000 / max(len(idx), 1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,51 @@
+"""L1: optimizer and learning-rate schedule registry.
+
+``build_optimizer(name, model, lr=..., weight_decay=..., **params)``. AdamW follows the BERT recipe:
+no weight decay on biases and LayerNorm weights. More optimizers (8-bit AdamW, GaLore, AdaHessian,
+MeZO) register here lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from nluforge.core.errors import UserError
+from nluforge.core.registry import Registry
+
+OPTIMIZERS: Registry[Any] = Registry("optimizer", hint="known: adamw")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+@OPTIMIZERS.register("adamw", summary="AdamW (Loshchilov & Hutter 2019), torch implementation")
+def adamw(model: nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    import torch
+
+    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float, **params: Any):
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("the model has no trainable parameters; check the method and its options")
+    factory = OPTIMIZERS.get(name)
+    try:
+        return factory(model, lr=lr, weight_decay=weight_decay, **params)
+    except TypeError as err:
+        raise UserError(f"bad optimizer_params for '{name}': {err}") from None
+
+
+def linear_schedule(optimizer, *, total_steps: int, warmup_ratio: float):
+    """Linear warmup over ``warmup_ratio`` of the steps, then linear decay to zero."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, int(round(warmup_ratio * total_steps)), total_steps)

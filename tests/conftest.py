@@ -1,0 +1,101 @@
+"""Shared test fixtures: offline hub, one thread, tiny random models, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NLUFORGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+GLUE_DIR = SHARED_DATA / "glue"
+ADVGLUE_FILE = SHARED_DATA / "advglue" / "dev.json.gz"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("NLUFORGE_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not GLUE_DIR.is_dir():
+        pytest.fail(f"shared GLUE data not found at {GLUE_DIR}; set NLUFORGE_SHARED_DATA")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def advglue_file() -> Path:
+    if not ADVGLUE_FILE.is_file():
+        pytest.fail(f"shared AdvGLUE data not found at {ADVGLUE_FILE}; set NLUFORGE_SHARED_DATA")
+    return ADVGLUE_FILE
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    from nluforge.models.loading import default_model_path as path
+
+    return path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_path):
+    """The default model's (BERT uncased WordPiece) tokenizer; tiny models share its vocabulary."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_path)
+
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=128, vocab_size=30522)
+
+
+def make_tiny(arch: str = "bert", num_labels: int = 2, *, seed: int = 0, head: str = "seq_cls"):
+    """A tiny random Hugging Face model built from a config, sharing the default tokenizer's ids."""
+    import torch
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        BertConfig,
+        RobertaConfig,
+    )
+
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = BertConfig(**TINY, num_labels=num_labels)
+    elif arch == "roberta":
+        config = RobertaConfig(**{**TINY, "max_position_embeddings": 130}, num_labels=num_labels,
+                               pad_token_id=0, type_vocab_size=1)
+    else:
+        raise ValueError(arch)
+    if num_labels == 1:
+        config.problem_type = "regression"
+    cls = AutoModelForMaskedLM if head == "masked_lm" else AutoModelForSequenceClassification
+    return cls.from_config(config).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """Factory: ``tiny_model("roberta", num_labels=3)``."""
+    return make_tiny
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer):
+    """Factory: save a tiny model and the default tokenizer to a folder usable as ``--model PATH``."""
+
+    def save(arch: str = "bert", num_labels: int = 2) -> Path:
+        path = tmp_path / f"tiny-{arch}"
+        make_tiny(arch, num_labels).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        return path
+
+    return save
