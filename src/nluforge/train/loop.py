@@ -148,8 +148,10 @@ def fit(
             if hooks is not None and hooks.before_forward is not None and pending == 0:
                 hooks.before_forward(state["step"])
             with accelerator.autocast():
-                loss, _ = loss_fn(model, batch)
+                loss, _ = loss_fn(model, batch)  # loss: () scalar
+
             accelerator.backward(loss / cfg.grad_accum)
+            loss_value = float(loss.detach())
             pending += 1
             state["examples"] += len(batches[i]) * world
             state["batch_in_epoch"] = i + 1
@@ -162,8 +164,8 @@ def fit(
             bar.update(1)
             if log and state["step"] % cfg.log_every == 0:
                 log({"event": "train", "step": state["step"], "epoch": state["epoch"],
-                     "loss": float(loss), "lr": scheduler.get_last_lr()[0] if scheduler else None})
-            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                     "loss": loss_value, "lr": scheduler.get_last_lr()[0] if scheduler else None})
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             stop = state["step"] >= n_steps
             if evaluate is not None and cfg.eval_every and state["step"] % cfg.eval_every == 0:
                 stop = run_eval() or stop

@@ -1,0 +1,135 @@
+"""The training loop on a tiny random BERT and a synthetic, learnable task."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny
+
+from nluforge.eval.predict import predict
+from nluforge.experiments.config import TrainConfig
+from nluforge.models.inputs import Encoded, length_grouped_batches
+from nluforge.optim import build_optimizer, linear_schedule
+from nluforge.train import fit
+from nluforge.train.loop import total_steps
+
+MARK = 2000  # label 1 iff this token id appears
+
+
+def synthetic(n: int, seed: int) -> Encoded:
+    rng = random.Random(seed)
+    ids, labels = [], []
+    for _ in range(n):
+        length = rng.randint(4, 20)
+        row = [101] + [rng.randint(3000, 3100) for _ in range(length)] + [102]
+        label = rng.random() < 0.5
+        if label:
+            row[rng.randint(1, length)] = MARK
+        ids.append(row)
+        labels.append(int(label))
+    return Encoded(ids, None, labels)
+
+
+def accuracy(model, enc: Encoded) -> float:
+    logits = predict(model, enc, batch_size=64, pad_id=0, regression=False)
+    return float((logits.argmax(-1) == np.array(enc.labels)).mean())
+
+
+def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evaluate=None, transform=None):
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    model = make_tiny("bert", 2)
+    optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
+    scheduler = linear_schedule(optimizer, total_steps=total_steps(cfg, len(train)), warmup_ratio=0.1)
+    result = fit(model, train, cfg=cfg, seed=7, optimizer=optimizer, scheduler=scheduler, pad_id=0,
+                 accelerator=Accelerator(cpu=True), evaluate=evaluate, checkpoint_dir=tmp_path,
+                 resume=resume, batch_transform=transform, show_progress=False)
+    return model, result
+
+
+def test_fit_learns_a_learnable_task():
+    train, dev = synthetic(512, 0), synthetic(256, 1)
+    model, result = run(train, TrainConfig(epochs=4, lr=2e-3, batch_size=16))
+    assert result.steps == 4 * 32
+    assert accuracy(model, dev) > 0.9
+    assert result.examples_seen == 4 * 512 and result.examples_per_s > 0
+
+
+def test_grad_accumulation_counts_optimizer_steps():
+    _, result = run(synthetic(100, 0), TrainConfig(epochs=1, lr=1e-3, batch_size=8, grad_accum=4))
+    assert result.steps == 4  # 13 batches → 3 full accumulations + 1 partial
+
+
+def test_length_grouped_batches_are_deterministic_and_grouped():
+    lengths = [random.Random(i).randint(1, 100) for i in range(1000)]
+    a = length_grouped_batches(lengths, 10, seed=1, epoch=0)
+    assert a == length_grouped_batches(lengths, 10, seed=1, epoch=0)
+    assert a != length_grouped_batches(lengths, 10, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(1000))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a])
+    assert spread < 10  # a random batch of 10 spans ~80 length units
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_replays_the_same_training(tmp_path):
+    train = synthetic(200, 0)
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, checkpoint_every=5)
+    reference, ref_result = run(train, cfg)
+    calls = {"n": 0}
+
+    def crash_at_step_17(batch):
+        calls["n"] += 1
+        if calls["n"] == 17:
+            raise Crash
+        return batch
+
+    with pytest.raises(Crash):
+        run(train, cfg, tmp_path, transform=crash_at_step_17)
+    assert (tmp_path / "latest").read_text() == "step-000015"
+    resumed, result = run(train, cfg, tmp_path, resume=True)
+    assert result.steps == ref_result.steps
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_early_stopping_and_keep_best(tmp_path):
+    scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.5])
+    snapshots = []
+
+    def evaluate(model):
+        snapshots.append(model.classifier.weight.detach().clone())
+        return {"accuracy": next(scores)}
+
+    cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=16, eval_every=2, early_stopping_patience=2)
+    model, result = run(synthetic(200, 0), cfg, tmp_path, evaluate=evaluate)
+    assert result.stopped_early and result.steps == 8
+    assert result.best_metric == 0.9 and result.best_step == 4
+    assert torch.equal(model.classifier.weight, snapshots[1])  # best weights restored
+    assert (tmp_path / "best.safetensors").is_file()
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    from nluforge.core.errors import UserError
+
+    train = synthetic(64, 0)
+    cfg = TrainConfig(epochs=1, max_steps=4, lr=1e-3, batch_size=8, checkpoint_every=2)
+    run(train, cfg, tmp_path)
+    step_dir = tmp_path / (tmp_path / "latest").read_text()
+    (step_dir / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        run(train, cfg, tmp_path, resume=True)
+
+
+def test_total_steps_respects_max_steps_and_fractional_epochs():
+    cfg = SimpleNamespace(batch_size=10, grad_accum=1, epochs=0.5, max_steps=None)
+    assert total_steps(cfg, 100) == 5
+    cfg.max_steps = 3
+    assert total_steps(cfg, 100) == 3
