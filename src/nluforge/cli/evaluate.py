@@ -63,7 +63,7 @@ def _load_target(target, task, data_dir, advglue_file, max_eval_samples, rank, b
     spec = get_task(task) if task else spec
     cfg.train.eval_batch_size = batch_size
     data = load_task(spec, data_dir=data_dir, advglue_file=advglue_file, max_eval_samples=max_eval_samples,
-                     seed=cfg.seed, splits=None)
+                     seed=cfg.seed, splits=list(split or spec.eval_splits))
     return Prepared(cfg, data.spec, dict(data.splits), tokenizer, model, module, method_cfg, [])
 
 

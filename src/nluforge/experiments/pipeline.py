@@ -69,7 +69,7 @@ def load_data(cfg: RunConfig):
     if "train" not in data.splits:
         raise UserError(f"task '{cfg.task}' has no train split; give --train-file or a GLUE --data-dir")
     splits = dict(data.splits)
-    notes: list[str] = []
+    notes: list[str] = list(data.notes)
     if cfg.eval.advglue:
         for adv in spec.advglue:
             try:
@@ -104,6 +104,13 @@ def build_model(cfg: RunConfig, spec, tokenizer):
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load data, tokenizer and model and apply the method; raises UserError on bad input."""
+    from nluforge.methods import method_config
+    from nluforge.tasks import get_task
+
+    method_config(cfg.method, cfg.method_params)  # cheap checks first: bad names fail in a second
+    if not cfg.data.train_file:
+        get_task(cfg.task)
+
     import torch
 
     from nluforge.models.loading import load_tokenizer

@@ -108,10 +108,13 @@ def save_model(prep, model, run_dir: Path) -> Path:
     """Save to ``run_dir/model`` (peft folder, HF folder or method state) with the tokenizer."""
     from nluforge.methods import base
 
+    from nluforge.models.loading import quiet_transformers
+
     saver = getattr(prep.method, "save", base.save)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
-    saver(model, tmp)
-    prep.tokenizer.save_pretrained(tmp)
+    with quiet_transformers():
+        saver(model, tmp)
+        prep.tokenizer.save_pretrained(tmp)
     return atomic_replace_dir(tmp, run_dir / "model")
 
 
@@ -161,8 +164,15 @@ def load_run(run_dir: Path, *, model_dir: Path | None = None):
                             head=getattr(module, "HEAD", "sequence_classification"),
                             attn_implementation=getattr(module, "ATTN_IMPLEMENTATION", None))
     loader = getattr(module, "load", None)
-    if loader is not None:
-        model = loader(model_dir, base_model, method_cfg, tokenizer=tokenizer, task=spec)
-    else:
-        model = base.load(model_dir, base_model, method_cfg, module.adapt, tokenizer=tokenizer, task=spec)
+    try:
+        if loader is not None:
+            model = loader(model_dir, base_model, method_cfg, tokenizer=tokenizer, task=spec)
+        else:
+            model = base.load(model_dir, base_model, method_cfg, module.adapt, tokenizer=tokenizer, task=spec)
+    except UserError:
+        raise
+    except Exception as err:  # safetensors, peft and transformers each raise their own types
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"the saved model in {model_dir} is corrupt or does not match the run's config "
+                        f"({first}); retrain the run") from None
     return cfg, spec, tokenizer, model.eval(), module, method_cfg
