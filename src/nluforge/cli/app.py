@@ -22,6 +22,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """nluforge: which way of adapting my encoder gives the best accuracy for what I can afford?"""
+
+
 _COMMANDS = ["train", "evaluate", "listing", "report", "bench"]
 
 

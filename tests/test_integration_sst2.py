@@ -1,0 +1,27 @@
+"""Integration: fine-tune the real `default` model on real SST-2 data (slow: ~1-2 min on 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nluforge.experiments.config import resolve
+from nluforge.experiments.pipeline import run_cell
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+MAJORITY_BASELINE = 444 / 872  # SST-2 dev: 444 positive of 872
+
+
+def test_full_finetune_on_2000_sst2_examples_beats_76_percent(glue_dir, tmp_path):
+    cfg = resolve({"task": "sst2", "model": "default", "method": "full", "seed": 42,
+                   "data": {"data_dir": str(glue_dir), "max_train_samples": 2000},
+                   "train": {"epochs": 1, "checkpoint_every": None},
+                   "eval": {"latency": False}})
+    result = run_cell(cfg, tmp_path)
+    assert result.run_info.status == "completed", result.run_info.error
+    acc = result.metrics["trained"]["validation"]["accuracy"]
+    assert acc >= 0.76, f"SST-2 dev accuracy {acc:.4f} after 2,000 examples"
+    adv = result.metrics["trained"]["advglue_sst2"]["accuracy"]  # AdvGLUE found beside the GLUE folder
+    assert 0.0 <= adv < acc
+    assert result.cost.train_examples == 2000 and result.cost.train_examples_per_s > 5
+    assert MAJORITY_BASELINE < 0.51

@@ -1,0 +1,150 @@
+"""The HTML report renders in a real browser: headless Chromium draws every plot, with nonzero size.
+
+The test finds Chromium (``$NLUFORGE_CHROMIUM`` or on PATH), or installs Debian's ``chromium`` with
+apt-get when running as root. It skips, with the reason, only where no browser can be had. It leaves a
+screenshot of the whole page for people to look at: its path is printed, and a copy is written to
+/tmp/nluforge_report_screenshot.png.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nluforge.report import build_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+INSTALL_TIMEOUT_S = 900
+SCREENSHOT_COPY = Path("/tmp/nluforge_report_screenshot.png")
+WIDTH = 1360
+
+# Appended to a copy of the page: measures every plot and the page, and writes the numbers into the DOM,
+# where --dump-dom shows them. getBoundingClientRect forces layout, so the sizes are the rendered ones.
+PROBE = """<script>
+(function () {
+  var plots = Array.prototype.map.call(document.querySelectorAll("figure.plot svg"), function (svg) {
+    var r = svg.getBoundingClientRect();
+    return {w: r.width, h: r.height, x: r.left + window.scrollX, y: r.top + window.scrollY,
+            marks: svg.querySelectorAll("path, use").length, texts: svg.querySelectorAll("text").length};
+  });
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({plots: plots, height: document.documentElement.scrollHeight,
+                                    tables: document.querySelectorAll("table").length});
+  document.body.appendChild(out);
+})();
+</script>"""
+
+
+def _find_browser() -> str | None:
+    candidates = [os.environ.get("NLUFORGE_CHROMIUM")] + [shutil.which(name) for name in BROWSERS]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def _install_browser() -> str:
+    """``apt-get install chromium`` as root; skip with the reason where that cannot work."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(
+            "no Chromium found (set NLUFORGE_CHROMIUM or install `chromium`), and cannot install one "
+            "here: not root or no apt-get"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = "apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium"
+    try:
+        proc = subprocess.run(
+            ["sh", "-c", cmd], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"installing Chromium with apt-get took more than {INSTALL_TIMEOUT_S} s")
+    browser = _find_browser()
+    if proc.returncode != 0 or browser is None:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        pytest.skip(f"no Chromium, and `{cmd}` failed (exit {proc.returncode}): {tail}")
+    return browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return _find_browser() or _install_browser()
+
+
+def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+    ]
+    proc = subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def _probe(browser: str, page: Path, tmp_path: Path) -> dict:
+    """Load a copy of ``page`` with the probe script and read back what it measured."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
+    )
+    dom = _run(
+        browser, tmp_path / "profile", f"--window-size={WIDTH},1000", "--dump-dom", probed.as_uri()
+    ).stdout
+    start = dom.index('<pre id="probe">') + len('<pre id="probe">')
+    return json.loads(html.unescape(dom[start : dom.index("</pre>", start)]))
+
+
+def _screenshot(browser: str, page: Path, height: int, tmp_path: Path) -> Path:
+    shot = tmp_path / "report.png"
+    _run(
+        browser,
+        tmp_path / "profile",
+        f"--window-size={WIDTH},{height}",
+        f"--screenshot={shot}",
+        page.as_uri(),
+    )
+    return shot
+
+
+def _distinct_colours(pixels) -> int:
+    rgb = (pixels[..., :3] * 255).round().astype("int64").reshape(-1, 3)
+    return len({(int(r) << 16) | (int(g) << 8) | int(b) for r, g, b in rgb[::7]})
+
+
+def test_plots_render_in_chromium(chromium, tmp_path):
+    paths = build_report(FIXTURES, tmp_path / "report")
+    measured = _probe(chromium, paths.html, tmp_path)
+    assert measured["tables"] == 5
+    assert len(measured["plots"]) == len(paths.plots) == 13
+    for plot in measured["plots"]:
+        assert plot["w"] > 300 and plot["h"] > 150, plot
+        assert plot["marks"] > 10 and plot["texts"] > 5, plot
+
+    height = min(int(measured["height"]) + 20, 16000)
+    shot = _screenshot(chromium, paths.html, height, tmp_path)
+    shutil.copyfile(shot, SCREENSHOT_COPY)
+    print(f"\nscreenshot of the report: {shot} (copy: {SCREENSHOT_COPY})")
+
+    from matplotlib.image import imread
+
+    pixels = imread(shot)  # (H, W, 4) floats in [0, 1]
+    assert pixels.shape[:2] == (height, WIDTH)
+    for plot in measured["plots"]:  # each plot's area on the screenshot is drawn, not blank
+        x, y, w, h = (int(plot[k]) for k in ("x", "y", "w", "h"))
+        area = pixels[y : y + h, x : x + w]
+        assert area.size and area[..., :3].std() > 0.05, plot
+        assert _distinct_colours(area) > 20, plot
