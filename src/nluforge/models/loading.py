@@ -45,7 +45,7 @@ def resolve_model(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -72,7 +72,7 @@ def load_tokenizer(name: str):
 
     source = resolve_model(name)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise _hub_error(name, err) from None
@@ -87,10 +87,14 @@ def load_model(
     attn_implementation: str | None = None,
 ):
     """A pretrained encoder with a fresh task head (``num_labels == 1`` means regression)."""
+    import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     source = resolve_model(name)
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    # fp32 master weights whatever the checkpoint's dtype: mixed precision is autocast's job (on CUDA)
+    kwargs: dict = {"dtype": torch.float32}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     try:
         config = AutoConfig.from_pretrained(source, num_labels=num_labels)
         if head == "sequence_classification":
@@ -99,7 +103,7 @@ def load_model(
                 config.id2label = dict(enumerate(label_names))
                 config.label2id = {n: i for i, n in enumerate(label_names)}
         cls = AutoModelForMaskedLM if head == "masked_lm" else AutoModelForSequenceClassification
-        with _quiet_transformers():
+        with quiet_transformers():
             return cls.from_pretrained(source, config=config, **kwargs)
     except (OSError, ValueError) as err:
         if Path(source).exists():
