@@ -1,0 +1,73 @@
+"""The RunResult schema: one immutable JSON document per run.
+
+``metrics`` is keyed by stage, then split, then metric name::
+
+    {"trained": {"validation": {"accuracy": 0.87, "f1": 0.9}, "advglue": {"accuracy": 0.41}},
+     "compressed": {...}, "attacked": {"validation": {"robust_accuracy": 0.3, "attack_success_rate": 0.6}},
+     "audited": {"train": {"epsilon": 3.1, "mia_auc": 0.52}}}
+
+Metric values are fractions in [0, 1] (accuracy, F1, MCC, correlations), never percentages.
+Bump ``SCHEMA_VERSION`` when a field changes meaning; readers accept older versions they know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+Status = Literal["completed", "failed"]
+
+
+@dataclass
+class RunInfo:
+    id: str  # "<slug>--<hash8>", also the run directory's name
+    slug: str  # human-readable: task-model-method[-...]
+    status: Status
+    error: str | None = None
+    started: str | None = None  # ISO-8601 UTC
+    finished: str | None = None
+    wall_time_s: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class Cost:
+    total_params: int | None = None
+    trainable_params: int | None = None
+    peak_memory_mb: float | None = None  # training peak: CUDA max allocated on GPU, process RSS on CPU
+    peak_memory_kind: str | None = None  # "cuda_max_allocated" | "process_rss"
+    train_time_s: float | None = None
+    train_examples_per_s: float | None = None
+    train_examples: int | None = None
+    latency_ms_bs1: float | None = None  # eval latency per example at batch 1
+    latency_ms_bs32: float | None = None  # eval latency per example at batch 32
+    model_size_mb: float | None = None  # what `model/` takes on disk
+    checkpoint_size_mb: float | None = None
+
+
+@dataclass
+class RunResult:
+    run_info: RunInfo
+    config: dict[str, Any]
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
+    meta: dict[str, Any] = field(default_factory=dict)  # versions, device, cpu/gpu, threads, git
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        info = dict(data["run_info"])
+        version = info.get("schema_version", 1)
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"result schema version {version} is newer than this nluforge ({SCHEMA_VERSION})")
+        return cls(
+            run_info=RunInfo(**info),
+            config=data.get("config", {}),
+            metrics=data.get("metrics", {}),
+            cost=Cost(**{k: v for k, v in data.get("cost", {}).items() if k in Cost.__dataclass_fields__}),
+            meta=data.get("meta", {}),
+        )
