@@ -28,9 +28,14 @@ def default_grid_path() -> Path:
 
 def bench_cells(grid_path: str | Path | None, *, sets: list[str] | None = None,
                 data_dir: str | None = None) -> tuple[Grid, list[Cell]]:
-    """Load the grid (default: the built-in one) and expand it with ``--data-dir`` and ``--set``."""
+    """Load the grid (default: the built-in one) and expand it with ``--data-dir`` and ``--set``.
+
+    ``data_dir`` is made absolute: it is part of each cell's config (and so of its run id), and the
+    same folder given from another working directory must find the same finished cells.
+    """
     grid = load_grid(grid_path or default_grid_path())
-    layer = merge({"data": {"data_dir": data_dir}} if data_dir else {}, overrides_to_dict(sets or []))
+    data = {"data": {"data_dir": str(Path(data_dir).expanduser().resolve())}} if data_dir else {}
+    layer = merge(data, overrides_to_dict(sets or []))
     return grid, grid.cells(layer)
 
 
@@ -101,7 +106,7 @@ def make_plan(cells: list[Cell], results_dir: str | Path, *, retry_failed: bool 
     observed = _observed(results_dir)
     scale = _calibration(observed)
     rows, from_results = [], 0
-    for cell, state, run in zip(cells, states, runs):
+    for cell, state, run in zip(cells, states, runs, strict=True):
         seen = observed.get(_group(cell.config.to_dict()))
         if seen:
             from_results += run

@@ -119,8 +119,9 @@ def parse_grid(data: Mapping[str, Any], source: str = "<grid>") -> Grid:
         raise UserError(f"grid 'version' must be {GRID_VERSION}, got {version!r}")
     base = _mapping(data.get("base"), "base")
     _checked(base, {}, "base")
-    axes = [Axis(name, _entries(name, values, f"grid.{name}", base))
-            for name, values in _mapping(data.get("grid"), "grid").items() if _is_axis(name, "grid")]
+    product = _mapping(data.get("grid"), "grid")
+    _check_keys(product, AXES, "grid")
+    axes = [Axis(name, _entries(name, values, f"grid.{name}", base)) for name, values in product.items()]
     axes += _zip_groups(data.get("zip"), base, {a.name for a in axes})
     exclude = _exclude_rules(data.get("exclude"))
     resources = build(Resources, _mapping(data.get("resources"), "resources"), where="resources")
@@ -133,9 +134,9 @@ def expand(grid: Grid, overrides: Mapping[str, Any] | None = None) -> list[Cell]
     seen: dict[str, dict[str, str]] = {}
     matched = [False] * len(grid.exclude)
     for combo in itertools.product(*(axis.entries for axis in grid.axes)):
-        labels = {axis.name: e.label for axis, e in zip(grid.axes, combo)}
+        labels = {axis.name: e.label for axis, e in zip(grid.axes, combo, strict=True)}
         where = f"cell {_describe(labels)}"
-        patch = _combine([(axis.where, e.patch) for axis, e in zip(grid.axes, combo)], where)
+        patch = _combine([(axis.where, e.patch) for axis, e in zip(grid.axes, combo, strict=True)], where)
         cfg = _checked(grid.base, patch, where, dict(overrides or {}))
         hits = [i for i, rule in enumerate(grid.exclude) if _matches(rule, cfg.to_dict())]
         for i in hits:
@@ -154,12 +155,6 @@ def expand(grid: Grid, overrides: Mapping[str, Any] | None = None) -> list[Cell]
 
 
 # ---- axes ---------------------------------------------------------------------------------------
-
-
-def _is_axis(name: str, where: str) -> bool:
-    if name not in AXES:
-        raise UserError(f"unknown key '{where}.{name}'{suggest(name, list(AXES))}; axes: {', '.join(AXES)}")
-    return True
 
 
 def _entries(axis: str, values: Any, where: str, base: dict[str, Any]) -> list[Entry]:
@@ -219,7 +214,8 @@ def _zip_groups(groups: Any, base: dict[str, Any], taken: set[str]) -> list[Axis
     for g, group in enumerate(groups):
         where = f"zip[{g}]"
         group = _mapping(group, where)
-        names = [n for n in group if _is_axis(n, where)]
+        _check_keys(group, AXES, where)
+        names = list(group)
         if not names:
             raise UserError(f"'{where}' names no axis")
         for name in names:
@@ -298,20 +294,16 @@ def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-_METHOD_CHECKED: set[str] = set()
-
-
 def _checked(base: dict[str, Any], patch: dict[str, Any], where: str,
              overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Resolve ``base < patch < overrides`` strictly, and the method's params against its config."""
+    """Resolve ``base < patch < overrides`` strictly; check the method's params and the optimizer name."""
+    from nluforge.methods import method_config
+    from nluforge.optim import OPTIMIZERS
+
     try:
         cfg = resolve(base, patch, overrides)
-        key = f"{cfg.method}:{sorted(cfg.method_params.items())!r}"
-        if key not in _METHOD_CHECKED:
-            from nluforge.methods import method_config
-
-            method_config(cfg.method, cfg.method_params)
-            _METHOD_CHECKED.add(key)
+        method_config(cfg.method, cfg.method_params)
+        OPTIMIZERS.entry(cfg.optimizer)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
     return cfg
@@ -322,7 +314,8 @@ def _check_keys(data: Mapping[str, Any], allowed: Any, where: str) -> None:
     for key in data:
         if key not in allowed:
             name = f"{where}.{key}" if where else str(key)
-            raise UserError(f"unknown key '{name}'{suggest(str(key), allowed)}; valid keys: {', '.join(allowed)}")
+            raise UserError(f"unknown key '{name}'{suggest(str(key), allowed)}; "
+                            f"valid keys: {', '.join(allowed)}")
 
 
 def _check_rule_keys(rule: Mapping[str, Any], cls: type, where: str) -> None:

@@ -1,0 +1,205 @@
+"""``nluforge bench [GRID.yaml]``: train, measure and compare every cell of a grid, then report.
+
+With no GRID it runs the built-in default grid (the ``default`` model on SST-2, RTE and MRPC with
+five adaptation methods, sized to finish within ~15 minutes on a 2-core CPU). Finished cells are
+skipped, so rerunning the same command resumes an interrupted bench. Exit status: 0 when every cell
+completed, 1 when some cell failed (its error is in its result.json), 2 for a user error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from nluforge.cli.app import app
+from nluforge.cli.options import DataDir, Set
+from nluforge.experiments.bench import format_seconds as _fmt
+
+
+@app.command()
+def bench(
+    grid: Path = typer.Argument(None, help="Grid YAML (see configs/). Default: the built-in default grid."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", "-o", help="Where run dirs go."),
+    data_dir: str = DataDir,
+    backend: str = typer.Option("local", help="local (one cell at a time), process (N fresh processes), ray."),
+    workers: int = typer.Option(1, help="Cells at once (process; a local Ray gets workers x num-cpus)."),
+    address: str = typer.Option(None, help="Ray cluster address ('auto' or host:port); default: a local one."),
+    num_cpus: float = typer.Option(None, help="CPUs per cell (Ray resource, torch threads). Default: grid, 1."),
+    num_gpus: float = typer.Option(None, help="GPUs per cell (Ray). Default: grid file, 0."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells, their state and a time estimate."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also rerun cells that failed."),
+    force: bool = typer.Option(False, "--force", help="Rerun every cell, finished or not."),
+    mlflow: str = typer.Option(None, "--mlflow", help="Also log each cell to MLflow at this tracking URI."),
+    sets: list[str] = Set,
+    no_report: bool = typer.Option(False, "--no-report", help="Do not build the report at the end."),
+) -> None:
+    """Run every combination in a grid (resuming), then write a report of which variant to use."""
+    from rich.console import Console
+
+    from nluforge.experiments.bench import bench_cells, check_data, make_plan
+    from nluforge.experiments.runners import RunnerOptions
+
+    spec, cells = bench_cells(grid, sets=sets, data_dir=data_dir)
+    options = RunnerOptions(backend, workers, num_cpus or spec.resources.num_cpus,
+                            spec.resources.num_gpus if num_gpus is None else num_gpus, address)
+    plan = make_plan(cells, results_dir, retry_failed=retry_failed, force=force)
+    console = Console(stderr=True)
+    if dry_run:
+        _print_plan(Console(width=max(Console().width, 160)), spec, plan, options)
+        return
+    if backend == "ray":
+        from nluforge.experiments.ray_runner import import_ray
+
+        import_ray()  # a missing extra fails before any work
+    tracker = _tracker(mlflow)
+    check_data([row.cell for row in plan.todo])
+    console.print(f"{_tally(plan)}; {len(plan.todo)} to run (estimate ~{_fmt(plan.total_s / options.workers)})"
+                  f" -> {results_dir}")
+    _run(plan, results_dir, options, console, tracker, retry_failed, force)
+    if tracker:
+        _sync(tracker, cells, results_dir)
+    failed = _summary(console, cells, results_dir)
+    if not no_report:
+        _report(results_dir)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _run(plan, results_dir: Path, options, console, tracker, retry_failed: bool, force: bool) -> None:
+    from nluforge.experiments.runners import run_grid
+
+    display = BenchDisplay(plan, options.workers, console)
+    cells = [row.cell.config for row in plan.todo]
+
+    def on_event(event) -> None:
+        display(event)
+        if event.kind == "finish" and tracker:
+            tracker.log(event.result)
+
+    with display:
+        run_grid(cells, results_dir, options, on_event=on_event, retry_failed=retry_failed, force=force)
+
+
+class BenchDisplay:
+    """A rich progress line: cells done/left, current cell and stage, elapsed time and ETA."""
+
+    def __init__(self, plan, workers: int, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.estimate = {row.cell.run_id: row.estimate_s for row in plan.todo}
+        self.workers = max(1, workers)
+        self.running: dict[str, str] = {}  # run_id -> current stage
+        self.done_estimate = 0.0
+        self.start = time.monotonic()
+        self.console = console
+        self.progress = Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+                                 TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}  {task.fields[now]}"),
+                                 console=console, transient=False)
+        self.task = self.progress.add_task("bench", total=len(self.estimate), eta=self._eta(), now="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, event) -> None:
+        if event.kind == "finish":
+            self.running.pop(event.run_id, None)
+            self.done_estimate += self.estimate.get(event.run_id, 0.0)
+            self.progress.advance(self.task)
+            self.console.print(_finished_line(event.result))
+        else:
+            self.running[event.run_id] = event.stage or "starting"
+        self.progress.update(self.task, eta=self._eta(), now=self._now())
+
+    def _now(self) -> str:
+        items = list(self.running.items())
+        if not items:
+            return ""
+        run_id, stage = items[0]
+        more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+        return f"{run_id} [{stage}]{more}"
+
+    def _eta(self) -> str:
+        elapsed = time.monotonic() - self.start
+        left = sum(self.estimate.values()) - self.done_estimate
+        if self.done_estimate > 0:  # scale the estimate by how fast finished cells really went
+            return _fmt(left * elapsed / self.done_estimate)
+        return _fmt(max(0.0, left / self.workers - elapsed))
+
+
+def _finished_line(result) -> str:
+    info = result.run_info
+    took = _fmt(info.wall_time_s or 0)
+    if info.status != "completed":
+        return f"[red]failed[/]    {info.id}  {took}  {info.error}"
+    trained = result.metrics.get("trained", {})
+    scores = "  ".join(f"{split} {name}={value:.3f}" for split, values in trained.items()
+                       for name, value in list(values.items())[:1])
+    return f"[green]completed[/] {info.id}  {took}  {scores}"
+
+
+def _print_plan(console, spec, plan, options) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{spec.source}" + (f": {spec.description}" if spec.description else ""))
+    for name in ("#", "run id", "task", "method", "params", "seed", "state", "estimate"):
+        table.add_column(name, no_wrap=name == "run id")
+    for i, row in enumerate(plan.rows, 1):
+        cfg = row.cell.config
+        params = ",".join(f"{k}={v}" for k, v in cfg.method_params.items()) or "-"
+        state = {"completed": "done"}.get(row.state, row.state)
+        table.add_row(str(i), row.cell.run_id, cfg.task, cfg.method, params, str(cfg.seed), state,
+                      _fmt(row.estimate_s) if row.estimate_s else "-")
+    console.print(table)
+    console.print(f"{_tally(plan)}; {len(plan.todo)} would run")
+    console.print(f"estimated time: ~{_fmt(plan.total_s / options.workers)} on {options.workers} worker(s) "
+                  f"({options.backend} backend); estimate: {plan.source}")
+
+
+def _tally(plan) -> str:
+    counts = plan.counts()
+    return (f"{len(plan.rows)} cells: {counts.get('completed', 0)} done, {counts.get('failed', 0)} failed, "
+            f"{counts.get('pending', 0)} pending")
+
+
+def _tracker(uri: str | None):
+    if not uri:
+        return None
+    from nluforge.experiments.tracking import MlflowTracker
+
+    return MlflowTracker(uri)
+
+
+def _sync(tracker, cells, results_dir: Path) -> None:
+    """Log finished cells that MLflow does not have yet (e.g. finished before --mlflow was given)."""
+    from nluforge.results import read_result
+
+    for cell in cells:
+        path = results_dir / cell.run_id / "result.json"
+        if path.is_file():
+            tracker.log(read_result(path))
+
+
+def _summary(console, cells, results_dir: Path) -> int:
+    """Print the grid's final tally; return the number of failed cells."""
+    from nluforge.experiments.runners import cell_state
+
+    states = [cell_state(results_dir, c.config) for c in cells]
+    failed = states.count("failed")
+    console.print(f"[bold]done[/]: {states.count('completed')} completed, {failed} failed, "
+                  f"{states.count('pending')} pending, in {results_dir}")
+    if failed:
+        console.print("rerun the failed cells with: nluforge bench ... --retry-failed")
+    return failed
+
+
+def _report(results_dir: Path) -> None:
+    """What ``nluforge report RESULTS_DIR`` does: tables here, report.html and report.md on disk."""
+    from nluforge.cli.report import report
+
+    report(results_dir, None)
