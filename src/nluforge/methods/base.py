@@ -129,3 +129,22 @@ def load_state(model: nn.Module, file: Path) -> None:
                 raise UserError(f"checkpoint {file}: {name} has shape {tuple(tensor.shape)}, "
                                 f"the model expects {tuple(own[name].shape)}")
             own[name].copy_(tensor)
+
+
+class MethodWrapper(nn.Module):
+    """A plain ``nn.Module`` around a Hugging Face model, for methods that add modules of their own.
+
+    Being a plain module, it is saved as :data:`METHOD_STATE` by :func:`save`; ``config`` stays reachable
+    so :func:`nluforge.models.arch.arch_of` works on the wrapper. ``forward`` passes through; methods that
+    compute logits differently override it.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **kwargs):
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

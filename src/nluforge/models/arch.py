@@ -25,6 +25,12 @@ class Arch:
     embeddings: str = "embeddings"  # attribute of the base model
     word_embeddings: str = "embeddings.word_embeddings"
     has_token_type_ids: bool = True
+    # dotted paths inside one layer of ``layers`` (adapters, LST pruning), and the masked-LM head
+    # modules applied in order to hidden states (prompt-based methods)
+    attn_out_path: str = "attention.output.dense"
+    ffn_in_path: str = "intermediate.dense"
+    ffn_out_path: str = "output.dense"
+    mlm_head: tuple[str, ...] = ("cls",)
 
     @property
     def lora_targets(self) -> list[str]:
@@ -45,21 +51,23 @@ _BERT = Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer"
 ARCH: dict[str, Arch] = {
     "bert": _BERT,
     "roberta": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "roberta",
-                    ("classifier",), has_token_type_ids=False),
+                    ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",)),
     "xlm-roberta": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "roberta",
-                        ("classifier",), has_token_type_ids=False),
+                        ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",)),
     "electra": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "electra",
-                    ("classifier",)),
+                    ("classifier",), mlm_head=("generator_predictions", "generator_lm_head")),
     "deberta": Arch("in_proj", "in_proj", "in_proj", "dense", "dense", "dense", "encoder.layer", "deberta",
                     ("pooler", "classifier")),
     "deberta-v2": Arch("query_proj", "key_proj", "value_proj", "dense", "dense", "dense", "encoder.layer",
                        "deberta", ("pooler", "classifier")),
     "albert": Arch("query", "key", "value", "dense", "ffn", "ffn_output",
-                   "encoder.albert_layer_groups", "albert", ("classifier",)),
+                   "encoder.albert_layer_groups", "albert", ("classifier",), mlm_head=("predictions",)),
     "distilbert": Arch("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "transformer.layer", "distilbert",
-                       ("pre_classifier", "classifier"), has_token_type_ids=False),
+                       ("pre_classifier", "classifier"), has_token_type_ids=False,
+                       attn_out_path="attention.out_lin", ffn_in_path="ffn.lin1", ffn_out_path="ffn.lin2",
+                       mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
     "mpnet": Arch("q", "k", "v", "o", "dense", "dense", "encoder.layer", "mpnet", ("classifier",),
-                  has_token_type_ids=False),
+                  has_token_type_ids=False, attn_out_path="attention.attn.o", mlm_head=("lm_head",)),
 }
 
 

@@ -1,0 +1,299 @@
+"""Prompt-based fine-tuning: a cloze pattern and a verbalizer scored by the masked-LM head (PET, LM-BFF).
+
+Papers: Schick & Schütze 2021, "Exploiting Cloze Questions for Few Shot Text Classification and Natural
+Language Inference" (EACL; PET); Gao, Fisch & Chen 2021, "Making Pre-trained Language Models Better
+Few-shot Learners" (ACL; LM-BFF, whose manual templates and label words the task specs carry).
+
+Each example is rewritten by a pattern such as ``"{sentence} It was {mask} ."`` and the class logits are
+the MLM logits at the mask restricted to the verbalizer's words (one per label), shape (B, num_labels).
+All weights are trained (LM-BFF fine-tunes the whole MLM). Regression (STS-B) follows LM-BFF's two-pole
+mapping: with words (low, high) and range [lo, hi], the score is ``lo + (hi - lo) · p(high)``; the
+training loop's MSE on that score replaces LM-BFF's KL loss.
+
+Where patterns are applied: inside ``forward``, on token ids. The pipeline tokenizes the raw text fields
+as usual (``[CLS] a [SEP] b [SEP]``); the model splits them back into fields and assembles
+``[CLS] pattern(a, b) [SEP]`` per pattern, with the pattern's own words tokenized once at ``adapt``. So
+no ``format_inputs`` is needed, truncation never removes the mask (the data's ``max_length`` limits
+the text fields; the pattern adds a few tokens), and several patterns can be scored in one forward.
+
+Several patterns (``prompts: [0, 1]``): one model is trained on all of them at once (every step scores
+each example under every pattern) and the logits are the patterns' mean, PET's ensemble with uniform
+weights. PET instead trains one model per pattern and distils their ensemble into a classifier on
+unlabeled data; :func:`distill_soft_labels` gives that ensemble's soft labels (temperature 2, as PET)
+for the pipeline to train a standard classifier on; that distillation step is not wired here.
+
+A checkpoint without a trained MLM head (``default`` is a sentence-transformers MiniLM saved as a bare
+``BertModel``; transformers then initialises ``cls.predictions.*`` at random, with the decoder tied to the
+word embeddings) is detected (every LayerNorm weight 1, every bias 0): the head's square transforms are
+set to the identity, biases stay 0 and the decoder is tied to the word embeddings, with a warning. The
+head then starts as "hidden state · word embedding" instead of a random projection.
+
+Departures: patterns are single-segment (token type 0 throughout, as LM-BFF's single-sentence
+templates); a field's tokens come from the pair encoding, so with BPE tokenizers the first word of the
+second field lacks its leading-space form; patterns other than the task's template come from the small
+table ``EXTRA_PATTERNS`` (PET/LM-BFF-style variants), or are given as strings.
+"""
+
+from __future__ import annotations
+
+import string
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from nluforge.core.errors import UserError
+from nluforge.methods.base import count_params, unfreeze
+from nluforge.models.arch import arch_of
+
+HEAD = "masked_lm"
+MASK = "{mask}"
+
+# Alternatives to each task's own template (prompt index 0), by task name: prompt indices 1, 2, ...
+EXTRA_PATTERNS: dict[str, tuple[str, ...]] = {
+    "sst2": ("{sentence} All in all , it was {mask} .", "Just {mask} ! {sentence}"),
+    "cola": ("{sentence} The grammar is {mask} .",),
+    "rte": ('" {sentence1} " ? {mask} , " {sentence2} "',),
+    "wnli": ('" {sentence1} " ? {mask} , " {sentence2} "',),
+    "mnli": ('" {premise} " ? {mask} , " {hypothesis} "',),
+    "qnli": ('" {question} " ? {mask} , " {sentence} "',),
+    "mrpc": ("{sentence1} ? {mask} , {sentence2}",),
+    "qqp": ("{question1} ? {mask} , {question2}",),
+    "stsb": ("{sentence1} ? {mask} , {sentence2}",),
+}
+
+
+@dataclass
+class Config:
+    method: ClassVar[str] = "prompt_based"
+    prompts: list[int | str] = field(default_factory=lambda: [0])  # pattern indices (0 = the task's) or strings
+    verbalizer: list[str] | None = None  # one word per label (regression: low, high); None: the task's
+    regression_range: list[float] = field(default_factory=lambda: [0.0, 5.0])  # [lo, hi] (STS-B: 0..5)
+
+    def __post_init__(self):
+        if not self.prompts:
+            raise UserError("prompt_based: prompts is empty; give pattern indices (e.g. [0]) or pattern strings")
+        if len(self.regression_range) != 2 or self.regression_range[0] >= self.regression_range[1]:
+            raise UserError(f"prompt_based: regression_range must be [low, high], got {self.regression_range}")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parsed pattern: parts are token-id lists (pattern words), field indices, or the mask."""
+
+    text: str
+    parts: tuple[tuple[int, ...] | int | None, ...]  # ids | field index | None = mask
+
+
+def _patterns_for(cfg: Config, task) -> list[str]:
+    table = ([task.template] if task is not None and task.template else []) + list(
+        EXTRA_PATTERNS.get(getattr(task, "name", ""), ()))
+    out = []
+    for p in cfg.prompts:
+        if isinstance(p, str):
+            out.append(p)
+        elif 0 <= p < len(table):
+            out.append(table[p])
+        else:
+            raise UserError(f"prompt_based: prompt index {p} is out of range; this task has {len(table)} "
+                            f"pattern(s) (0..{len(table) - 1}); or give a pattern string with {MASK}")
+    return out
+
+
+def parse_pattern(text: str, fields: tuple[str, ...], tokenizer) -> Pattern:
+    """Split ``text`` into pattern words, ``{field}`` slots and the one ``{mask}`` (``[MASK]`` is accepted)."""
+    text = text.replace("[MASK]", MASK)
+    names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    if names.count("mask") != 1:
+        raise UserError(f"prompt_based: pattern '{text}' needs exactly one mask slot {MASK} "
+                        f"(e.g. '{{{fields[0]}}} It was {MASK} .')")
+    unknown = [n for n in names if n != "mask" and n not in fields]
+    missing = [f for f in fields if f not in names]
+    if unknown or missing:
+        raise UserError(f"prompt_based: pattern '{text}' must use each text field once: "
+                        f"{', '.join('{' + f + '}' for f in fields)} (found {unknown or 'none of'} {missing or ''})")
+    parts: list[tuple[int, ...] | int | None] = []
+    for literal, name, _, _ in string.Formatter().parse(text):
+        if literal.strip():
+            parts.append(tuple(tokenizer(literal.rstrip(), add_special_tokens=False)["input_ids"]))
+        if name is not None:
+            parts.append(None if name == "mask" else fields.index(name))
+    return Pattern(text, tuple(parts))
+
+
+def verbalizer_ids(words: list[str], tokenizer) -> list[int]:
+    """One token id per word (the word's in-sentence form, with a leading space); else a one-line error."""
+    ids = []
+    for word in words:
+        pieces = tokenizer.tokenize(" " + word)
+        if len(pieces) != 1:
+            raise UserError(f"prompt_based: verbalizer word '{word}' is {len(pieces)} tokens {pieces} for this "
+                            "tokenizer; choose a word that is a single token (check tokenizer.tokenize(' word'))")
+        ids.append(tokenizer.convert_tokens_to_ids(pieces[0]))
+    return ids
+
+
+class PromptModel(nn.Module):
+    """A masked LM scored at the mask of each pattern; logits (B, num_labels) or (B, 1) for regression."""
+
+    def __init__(self, model: nn.Module, patterns: list[Pattern], word_ids: list[int], tokenizer,
+                 regression_range: tuple[float, float] | None):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.patterns = patterns
+        self.tokenizer = tokenizer  # for distill_soft_labels; not saved
+        self.register_buffer("word_ids", torch.tensor(word_ids), persistent=False)
+        self.regression_range = regression_range
+        self.special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0)
+        limit = getattr(model.config, "max_position_embeddings", 512) - 2
+        self.max_len = min(limit, tokenizer.model_max_length or limit)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_kw):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(1).tolist()
+        rows = [ids[: int(n)] for ids, n in zip(input_ids.tolist(), lengths, strict=True)]
+        fields = [self._fields(r) for r in rows]
+        scores = torch.stack([self._score(fields, p, input_ids.device) for p in self.patterns])  # (P, B, L)
+        logits = scores.mean(0)  # (B, L): PET's uniform ensemble
+        if self.regression_range is not None:
+            lo, hi = self.regression_range
+            logits = lo + (hi - lo) * logits.softmax(-1)[:, 1:]  # (B, 1)
+        return SequenceClassifierOutput(logits=logits)
+
+    def _fields(self, ids: list[int]) -> list[list[int]]:
+        """Token ids of each text field, from ``[CLS] a [SEP] (b [SEP])`` (RoBERTa: ``</s></s>``)."""
+        cls, sep, _ = self.special
+        ids = ids[1:] if ids and ids[0] == cls else ids
+        segments, current = [], []
+        for t in ids:
+            if t == sep:
+                segments.append(current)
+                current = []
+            else:
+                current.append(t)
+        return [s for s in segments + [current] if s]
+
+    def assemble(self, fields: list[list[list[int]]], pattern: Pattern) -> tuple[list[list[int]], list[int]]:
+        """Per example: ``[CLS] pattern [SEP]`` ids and the mask's position."""
+        cls, sep, _ = self.special
+        out, positions = [], []
+        for f in fields:
+            f = self._fit(f, pattern)
+            ids = [cls]
+            for part in pattern.parts:
+                if part is None:
+                    positions.append(len(ids))
+                    ids.append(self.tokenizer.mask_token_id)
+                else:
+                    ids.extend(part if isinstance(part, tuple) else (f[part] if part < len(f) else []))
+            out.append(ids + [sep])
+        return out, positions
+
+    def _fit(self, f: list[list[int]], pattern: Pattern) -> list[list[int]]:
+        """Trim the longest field until the assembled sequence fits the model's positions."""
+        fixed = 3 + sum(len(p) for p in pattern.parts if isinstance(p, tuple))
+        f = [list(x) for x in f]
+        while f and fixed + sum(map(len, f)) > self.max_len:
+            max(f, key=len).pop()
+        return f
+
+    def _score(self, fields, pattern: Pattern, device) -> torch.Tensor:
+        seqs, positions = self.assemble(fields, pattern)
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self.special[2], dtype=torch.long)  # (B, T')
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return self.mask_logits(ids.to(device), mask.to(device), torch.tensor(positions, device=device))
+
+    def mask_logits(self, ids, mask, positions) -> torch.Tensor:
+        """MLM logits at ``positions`` restricted to the verbalizer ids: (B, L)."""
+        arch = arch_of(self.model)
+        hidden = getattr(self.model, arch.base)(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T', d)
+        x = hidden[torch.arange(len(ids), device=ids.device), positions]  # (B, d)
+        for name in arch.mlm_head:
+            x = getattr(self.model, name)(x)  # ... -> (B, V)
+        return x[:, self.word_ids]  # (B, L)
+
+
+def _head_modules(model: nn.Module) -> list[nn.Module]:
+    return [getattr(model, n) for n in arch_of(model).mlm_head if hasattr(model, n)]
+
+
+def _fresh_head(model: nn.Module) -> bool:
+    """True when the MLM head is transformers' fresh init: every LayerNorm weight 1, every bias 0."""
+    params = [(n, p) for m in _head_modules(model) for n, p in m.named_parameters()]
+    norms = [m.weight for h in _head_modules(model) for m in h.modules() if isinstance(m, nn.LayerNorm)]
+    biases = [p for n, p in params if n.endswith("bias")]
+    return bool(params) and all(bool((w == 1).all()) for w in norms) and all(bool((b == 0).all()) for b in biases)
+
+
+@torch.no_grad()
+def _init_untrained_head(model: nn.Module) -> None:
+    decoder, words = model.get_output_embeddings(), model.get_input_embeddings()
+    for m in _head_modules(model):
+        for linear in m.modules():
+            if isinstance(linear, nn.Linear) and linear is not decoder and linear.in_features == linear.out_features:
+                linear.weight.copy_(torch.eye(linear.in_features))
+                if linear.bias is not None:
+                    linear.bias.zero_()
+    if decoder.weight is not words.weight:
+        decoder.weight = words.weight
+    warnings.warn("prompt_based: the model's masked-LM head is untrained (newly initialised): tying its "
+                  "decoder to the word embeddings and setting its transform to the identity", stacklevel=4)
+
+
+def adapt(model: nn.Module, cfg: Config, *, tokenizer=None, task=None, **_context) -> nn.Module:
+    if tokenizer is None or tokenizer.mask_token_id is None:
+        raise UserError("prompt_based needs the model's tokenizer, with a mask token")
+    if model.get_output_embeddings() is None:
+        raise UserError("prompt_based needs a masked-LM model (HEAD = 'masked_lm'); got "
+                        f"{type(model).__name__} without an LM head")
+    fields = tuple(task.text_fields) if task is not None else ("sentence",)
+    regression = task is not None and task.is_regression
+    words = cfg.verbalizer or (list(task.verbalizer) if task is not None and task.verbalizer else None)
+    n_words = 2 if regression else (task.num_labels if task is not None else len(words or ()))
+    if not words or len(words) != n_words:
+        raise UserError(f"prompt_based: the verbalizer needs {n_words} words (one per label"
+                        f"{'; regression: low, high' if regression else ''}), got {words}")
+    patterns = [parse_pattern(p, fields, tokenizer) for p in _patterns_for(cfg, task)]
+    ids = verbalizer_ids(words, tokenizer)
+    if _fresh_head(model):
+        _init_untrained_head(model)
+    unfreeze(model.parameters())
+    span = tuple(cfg.regression_range) if regression else None
+    return PromptModel(model, patterns, ids, tokenizer, span)
+
+
+def expected_trainable(model: nn.Module, cfg: Config) -> int:
+    """Every weight of the masked LM (tied weights once); an untrained, untied decoder gets tied."""
+    decoder, words = model.get_output_embeddings(), model.get_input_embeddings()
+    untied = decoder is not None and decoder.weight is not words.weight and _fresh_head(model)
+    return count_params(model) - (decoder.weight.numel() if untied else 0)
+
+
+@torch.no_grad()
+def distill_soft_labels(model: nn.Module, unlabeled_texts: list[tuple[str, ...]], *, batch_size: int = 32,
+                        max_length: int = 128, temperature: float = 2.0) -> np.ndarray:
+    """PET's soft labels: softmax(ensemble logits / T) per example, (N, num_labels)."""
+    if not isinstance(model, PromptModel) or model.regression_range is not None:
+        raise UserError("distill_soft_labels needs a classification model adapted by prompt_based")
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    out: list[Any] = []
+    for start in range(0, len(unlabeled_texts), batch_size):
+        chunk = unlabeled_texts[start:start + batch_size]
+        pairs = [c[1] for c in chunk] if len(chunk[0]) > 1 else None
+        enc = model.tokenizer([c[0] for c in chunk], pairs, truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt")
+        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits  # (b, L)
+        out.append((logits / temperature).softmax(-1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out)
