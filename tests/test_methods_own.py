@@ -354,12 +354,13 @@ def test_prompt_needs_a_tokenizer():
 
 SST2_MAJORITY = 0.509  # SST-2 dev: 444 of 872 are positive
 # Learning rates that work for one epoch over 1,500 SST-2 examples (47 steps of 32) on `default`; below
-# them a run can stay at the majority class (adapter 1e-3, dylora 5e-3, lopa 1e-3 did). LOPA uses the
-# cheaper embedding-layer encoder here: the default backbone encoder (74.9% at 3e-3) takes ~1.5x longer.
+# them a run can stay at the majority class (adapter 1e-3, dylora 5e-3, lopa 1e-3 did). Measured dev
+# accuracy, seeds 42 / 1: adapter 77.4 / 79.6, dylora 74.4 / 72.6, lopa 75.2 / 76.6, lst 77.6 / 74.5,
+# prompt_based 77.5 / 76.3.
 SLOW_RUNS = {
     "adapter": ({}, 5e-3),
     "dylora": ({"r": 4}, 1e-2),
-    "lopa": ({"encoder": "embeddings"}, 1e-2),
+    "lopa": ({}, 5e-3),
     "lst": ({}, 3e-3),
     "prompt_based": ({}, 1e-4),
 }

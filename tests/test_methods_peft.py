@@ -228,7 +228,7 @@ def test_prompt_tuning_vocab_init():
     model = adapted("prompt_tuning", {"num_virtual_tokens": 6, "init": "vocab"})
     words = make_tiny("bert").get_input_embeddings().weight.detach()  # (V, 32)
     prompt = model.prompt_encoder["default"].embedding.weight.detach()  # (6, 32)
-    assert torch.cdist(prompt, words).min(dim=1).values.max() < 1e-5  # every row is a word's embedding
+    assert torch.cdist(prompt, words).min(dim=1).values.max() < 1e-3  # each row is a word embedding (~0.1 apart)
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
