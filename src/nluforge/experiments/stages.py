@@ -147,7 +147,7 @@ def load_run(run_dir: Path, *, model_dir: Path | None = None):
     from nluforge.core.errors import UserError
     from nluforge.experiments.pipeline import read_run_config
     from nluforge.methods import base, method_config, method_module
-    from nluforge.models.loading import load_model, load_tokenizer
+    from nluforge.models.loading import load_model
     from nluforge.tasks import get_task
 
     cfg = read_run_config(run_dir)
@@ -159,7 +159,7 @@ def load_run(run_dir: Path, *, model_dir: Path | None = None):
         raise UserError("evaluating a custom-task run needs --task-file options; not supported yet")
     module = method_module(cfg.method)
     method_cfg = method_config(cfg.method, cfg.method_params)
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = _run_tokenizer(model_dir, cfg.model)
     base_model = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names,
                             head=getattr(module, "HEAD", "sequence_classification"),
                             attn_implementation=getattr(module, "ATTN_IMPLEMENTATION", None))
@@ -176,3 +176,15 @@ def load_run(run_dir: Path, *, model_dir: Path | None = None):
         raise UserError(f"the saved model in {model_dir} is corrupt or does not match the run's config "
                         f"({first}); retrain the run") from None
     return cfg, spec, tokenizer, model.eval(), module, method_cfg
+
+
+def _run_tokenizer(model_dir: Path, model: str):
+    """The tokenizer saved with the run (adapter folders have no config.json), else the model's."""
+    from transformers import AutoTokenizer
+
+    from nluforge.models.loading import load_tokenizer, quiet_transformers
+
+    if (Path(model_dir) / "tokenizer_config.json").is_file():
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(model_dir))
+    return load_tokenizer(model)

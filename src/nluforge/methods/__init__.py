@@ -45,11 +45,11 @@ _method("adalora", "Zhang et al. 2023, AdaLoRA", "LoRA with SVD-form updates and
 _method("ia3", "Liu et al. 2022, (IA)^3", "learned vectors rescaling keys, values and FFN activations (peft)", 3e-3)
 _method("prompt_tuning", "Lester et al. 2021, prompt tuning", "N trainable soft-prompt embeddings at the input (peft)", 3e-2)
 _method("prefix_tuning", "Li & Liang 2021; Liu et al. 2022, P-tuning v2", "trainable key/value prefixes in every layer (peft)", 1e-2)
-_method("adapter", "Houlsby et al. 2019; Pfeiffer et al. 2021", "bottleneck adapters after attention and/or FFN", 1e-3)
-_method("dylora", "Valipour et al. 2023, DyLoRA", "nested LoRA ranks trained by sampling; evaluate at any rank <= r", 5e-4)
-_method("lopa", "Jain et al. 2024, LOPA", "soft prompt = shared part ∘ input-conditioned low-rank part", 1e-3)
+_method("adapter", "Houlsby et al. 2019; Pfeiffer et al. 2021", "bottleneck adapters after attention and/or FFN", 5e-3)
+_method("dylora", "Valipour et al. 2023, DyLoRA", "nested LoRA ranks trained by sampling; evaluate at any rank <= r", 1e-2)
+_method("lopa", "Jain et al. 2024, LOPA", "soft prompt = shared part ∘ input-conditioned low-rank part", 5e-3)
 _method("lst", "Sung et al. 2022, Ladder Side-Tuning", "small gated side network on frozen backbone activations", 3e-3)
-_method("prompt_based", "Schick & Schütze 2021 (PET); Gao et al. 2021 (LM-BFF)", "pattern + verbalizer scored by the masked-LM head", 1e-5)
+_method("prompt_based", "Schick & Schütze 2021 (PET); Gao et al. 2021 (LM-BFF)", "pattern + verbalizer scored by the masked-LM head", 1e-4)
 
 
 def method_module(name: str) -> Any:
