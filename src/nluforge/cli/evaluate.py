@@ -28,7 +28,7 @@ def evaluate(
     """Evaluate a finished run or a model and print the task metrics."""
     from nluforge.core.io import atomic_write_json
 
-    prep = _load_target(target, task, data_dir, advglue_file, max_eval_samples, rank, batch_size)
+    prep = _load_target(target, task, split, data_dir, advglue_file, max_eval_samples, rank, batch_size)
     names = list(split or prep.spec.eval_splits)
     for name in names:
         if name not in prep.splits:
@@ -42,7 +42,7 @@ def evaluate(
         atomic_write_json(output, {"target": target, "task": prep.spec.name, "metrics": metrics})
 
 
-def _load_target(target, task, data_dir, advglue_file, max_eval_samples, rank, batch_size):
+def _load_target(target, task, split, data_dir, advglue_file, max_eval_samples, rank, batch_size):
     from nluforge.experiments.pipeline import Prepared
     from nluforge.tasks import get_task, load_task
 
