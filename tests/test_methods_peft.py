@@ -1,7 +1,9 @@
 """peft-backed methods (lora, adalora, ia3, prompt_tuning, prefix_tuning): what the contract matrix
 does not cover. One-line errors for bad options, plain-peft adapter folders, non-default configs
-against each method's formula, AdaLoRA's rank budget, prompt-tuning text init, and the attention-mask /
-token-type handling of prompt and prefix tuning on BERT and RoBERTa."""
+against each method's formula, AdaLoRA's rank budget, prompt-tuning inits, the attention-mask and
+token-type handling of prompt and prefix tuning on BERT and RoBERTa, and (``-m slow``) real training:
+each method learns SST-2 on the default model through the pipeline.
+"""
 
 from __future__ import annotations
 
@@ -251,15 +253,18 @@ def test_prompts_respect_mask_and_token_types(name, arch):
 
 # --- real training: the default model learns SST-2 ------------------------------------------------
 
-# Found on the default model (all-MiniLM-L6-v2), 1500 SST-2 train examples, one epoch, max_length 64,
-# one CPU thread, seed 42: (method_params, lr, train overrides). Short runs need larger learning rates
-# than the papers' long ones. Prompt tuning moves slowly, so it gets more, smaller steps.
+# Found on the default model (all-MiniLM-L6-v2), SST-2, one epoch, max_length 64, one CPU thread, seed 42
+# (and checked with seed 1): method -> (method_params, lr, train examples, batch size). Short runs need
+# larger learning rates than the papers' long ones; below these lrs the 47-step runs stay at the majority
+# class. Prompt tuning sits at the majority class for its first ~50 steps (the head pools the first
+# virtual token, which must learn to act as [CLS]), so it gets 188 smaller steps; it is the slowest test
+# (~75 s of training) and the most seed-sensitive (76% at seed 42, 62.5% at seed 1).
 SST2_RUNS = {
-    "lora": ({}, 5e-3, {}),
-    "adalora": ({}, 3e-2, {}),
-    "ia3": ({}, 3e-2, {}),
-    "prompt_tuning": ({}, 3e-1, {"batch_size": 16}),
-    "prefix_tuning": ({}, 3e-2, {}),
+    "lora": ({}, 5e-3, 1500, 32),  # 78.9% (seed 1: 78.2%)
+    "adalora": ({}, 3e-2, 1500, 32),  # 79.1% (79.1%)
+    "ia3": ({}, 3e-2, 1500, 32),  # 76.3% (77.3%)
+    "prompt_tuning": ({}, 1e-1, 3000, 16),  # 76.1% (62.5%)
+    "prefix_tuning": ({}, 3e-2, 1500, 32),  # 72.1% (72.2%)
 }
 MARGIN = 0.12  # accuracy points above the majority class of the dev set
 
@@ -278,10 +283,10 @@ def test_learns_sst2_on_the_default_model(name, glue_dir, sst2_majority, tmp_pat
     from nluforge.experiments.config import resolve
     from nluforge.experiments.pipeline import run_cell
 
-    params, lr, train_overrides = SST2_RUNS[name]
+    params, lr, n_train, batch_size = SST2_RUNS[name]
     cfg = resolve({"task": "sst2", "model": "default", "method": name, "method_params": params,
-                   "data": {"data_dir": str(glue_dir), "max_train_samples": 1500, "max_length": 64},
-                   "train": {"epochs": 1, "lr": lr, "num_threads": 1, **train_overrides},
+                   "data": {"data_dir": str(glue_dir), "max_train_samples": n_train, "max_length": 64},
+                   "train": {"epochs": 1, "lr": lr, "batch_size": batch_size, "num_threads": 1},
                    "eval": {"advglue": False, "latency": False, "save_predictions": False}})
     result = run_cell(cfg, tmp_path)
     assert result.run_info.status == "completed", result.run_info.error

@@ -14,12 +14,14 @@ Implementation: peft's ``AdaLoraConfig``/``update_and_allocate``. The training l
 ``tfinal``, in steps) is set by :func:`train_hooks` from ``total_steps``; the schedule is given here as
 fractions of the run so one config fits any run length.
 
-Departures: the paper gives t_i, t_f and ΔT in steps (for its 10k-50k-step GLUE runs); here they are
+Departures: the paper gives t_i, t_f and ΔT in steps (for its multi-epoch GLUE runs); here they are
 fractions of the run (``delta_t`` stays in steps). The orthogonal penalty is added to the gradients in
 the ``after_backward`` hook (peft adds it to ``outputs.loss`` only when labels go through the model's
 forward, which our loop's loss does not do). Defaults adapt query and value like ``lora`` (the paper
 adapts all six matrices per layer: pass ``target_modules``). Called without hooks (plain Python),
-AdaLoRA trains as a fixed-rank SVD-form LoRA without the budget schedule or the penalty.
+AdaLoRA trains as a fixed-rank SVD-form LoRA without the budget schedule or the penalty. P and Q
+start at N(0, 0.02) and Λ at zero, so the update grows from three small factors: short runs need a
+much larger lr than LoRA (on the default model, 47 steps: 3e-2 learns SST-2, 1e-2 barely moves).
 """
 
 from __future__ import annotations

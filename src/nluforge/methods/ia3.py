@@ -13,7 +13,8 @@ narrows (in_features > out_features), so l_ff has the intermediate size as in th
 
 Departures: the paper trains (IA)^3 with extra losses (unlikelihood, length normalisation) for
 few-shot T0; here it is trained with the task loss only, and the task head is trained too (an
-encoder classifier has no LM head to reuse).
+encoder classifier has no LM head to reuse). The vectors start at one, so a short run needs a large
+lr: on the default model, a 47-step SST-2 run learns at 3e-2 and stays at the majority class at 3e-3.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ Implementation: peft's ``LoraConfig``. A (r, in) starts Kaiming-uniform and B (o
 adapted model starts equal to the pretrained one. Defaults follow the paper's GLUE setup: the query
 and value projections of every layer (from the arch table), r = 8.
 
-Departures from the paper: dropout on the LoRA branch input (peft's ``lora_dropout``, 0.1 here; the
-paper has none); alpha defaults to 2r (scale 2), where the paper's RoBERTa GLUE runs use alpha = r = 8
-(scale 1): with one short epoch on CPU the larger scale learns faster. The task head is trained in
-full, as in the paper's GLUE runs, and saved with the adapter.
+Departures from the paper: dropout on the LoRA branch input (peft's ``lora_dropout``, 0.1 here);
+alpha defaults to 2r (scale 2) where the paper's RoBERTa GLUE runs use alpha = r = 8 (scale 1): the
+scale and the learning rate trade off. The task head is trained in full, as in the paper's GLUE runs,
+and saved with the adapter. On the default model, a 47-step SST-2 run learns at lr 3e-3 to 5e-3 and
+stays at the majority class at 1e-3 (the paper's 4e-4 to 5e-4 are for runs of many epochs).
 """
 
 from __future__ import annotations
