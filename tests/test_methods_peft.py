@@ -251,6 +251,27 @@ def test_prompts_respect_mask_and_token_types(name, arch):
     assert not torch.allclose(plain, padded, atol=1e-3)  # the prompt is in the computation
 
 
+def test_total_params_counts_the_saved_head_once():
+    base_model = make_tiny("bert")
+    base_total = count_params(base_model)
+    model = method_module("lora").adapt(base_model, method_config("lora", {"r": 4}))
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert lora > 0
+    assert count_params(model) == base_total + lora  # not + a second copy of the classifier
+
+
+def test_ia3_vectors_get_no_weight_decay():
+    from nluforge.optim import build_optimizer
+
+    model = adapted("ia3")
+    optimizer = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.1)
+    ia3 = {id(p) for n, p in model.named_parameters() if ".ia3_l." in n}
+    assert ia3
+    for group in optimizer.param_groups:
+        if any(id(p) in ia3 for p in group["params"]):
+            assert group["weight_decay"] == 0.0
+
+
 # --- real training: the default model learns SST-2 ------------------------------------------------
 
 # Found on the default model (all-MiniLM-L6-v2), SST-2, one epoch, max_length 64, one CPU thread, seed 42

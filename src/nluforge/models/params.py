@@ -7,11 +7,15 @@ from torch import nn
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Parameter count, each shared tensor counted once."""
+    """Parameter count, each shared tensor counted once.
+
+    peft's ``modules_to_save`` keeps a frozen copy of the head (``original_module``) next to the trained
+    one; the copy is never used in the forward pass, so it is not counted.
+    """
     seen: set[int] = set()
     total = 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen or (trainable_only and not p.requires_grad) or ".original_module." in name:
             continue
         seen.add(id(p))
         total += p.numel()

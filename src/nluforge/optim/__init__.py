@@ -22,7 +22,10 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        # IA3's rescaling vectors are stored as (d, 1) matrices and start at 1: decaying them towards 0
+        # would switch their activations off, so they join the biases and norms.
+        skip = p.ndim < 2 or "norm" in name.lower() or ".ia3_l." in name
+        (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 

@@ -1,0 +1,234 @@
+"""Every adaptation method on the ``default`` model, measured on equal terms (issue #3).
+
+    .venv/bin/python benchmarks/methods.py --parts sweep,sst2,rte,kshot --work-dir /tmp/methods --out methods.json
+
+Parts (each its own results directory under ``--work-dir``; rerunning skips finished cells, so an
+interrupted benchmark resumes where it stopped):
+
+- ``sweep``: the small learning-rate sweep for ``full`` and ``lora`` (r=8), on a seeded 4,000-example
+  SST-2 subset, one epoch. The best learning rate of each (SST-2 dev accuracy) is then used for the
+  20k run. Selecting on the dev set is what GLUE papers do; it is recorded here, not hidden.
+- ``sst2``: every registered method on 20,000 seeded SST-2 training examples, one epoch, evaluated on
+  the SST-2 dev set and AdvGLUE-SST-2.
+- ``rte``: every method on the full RTE training set (2,490 pairs), ``--rte-epochs`` epochs (default 1:
+  the CPU budget; papers train RTE for 10-20 epochs, so absolute RTE numbers here are low).
+- ``kshot``: the LM-BFF few-shot setting: K=16 examples per class, 5 seeds (the sampled examples change
+  with the seed), ``full``, ``prompt_based``, ``lora`` and ``prompt_tuning`` on SST-2 and RTE; batch 8,
+  128 steps, no model selection on the real dev set (evaluated once, at the end). Mean ± std.
+
+Each method runs at its paper's recommended settings scaled to a 6-layer, 384-wide encoder
+(``SETTINGS`` below). Learning rates that the papers tune per model come from the registry's
+defaults, which were chosen by short measured runs (BENCHMARKS.md, "calibration"), except full and
+lora on SST-2, whose learning rates come from the sweep. Cells run on the ``process`` backend with
+``--workers`` workers and one torch thread each; throughput and peak memory are per cell process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GLUE_DIR, dump, machine, print_table  # noqa: E402
+
+METHOD_ORDER = ["full", "linear_probe", "bitfit", "lora", "adalora", "ia3", "prompt_tuning", "prefix_tuning",
+                "adapter", "dylora", "lopa", "lst", "prompt_based"]
+# method -> (method_params, why). Paper settings, scaled from BERT/RoBERTa-base (768 wide, 12 layers) to
+# MiniLM-L6 (384 wide, 6 layers) where a width or a count depends on the model.
+SETTINGS: dict[str, tuple[dict, str]] = {
+    "full": ({}, "all weights; BERT recipe (batch 32, warmup 6%, wd 0.01)"),
+    "linear_probe": ({}, "frozen encoder, head only"),
+    "bitfit": ({"include_layernorm": True}, "biases (+LayerNorm, as in the paper's code) and head"),
+    "lora": ({"r": 8, "alpha": 16, "dropout": 0.1}, "r=8 on query,value (Hu et al. GLUE setting)"),
+    "adalora": ({"init_r": 12, "target_r": 8, "alpha": 16}, "budget 12 -> 8 on query,value, ΔT=1, γ=0.1"),
+    "ia3": ({}, "key, value and FFN-down rescaling vectors"),
+    "prompt_tuning": ({"num_virtual_tokens": 20, "init": "vocab"},
+                      "20 tokens (Lester: 20-100; shorter for a small model), vocab init"),
+    "prefix_tuning": ({"num_virtual_tokens": 20}, "P-tuning v2: 20 prefixes per layer, no reparameterisation"),
+    "adapter": ({"placement": "houlsby", "reduction_factor": 16}, "Houlsby, bottleneck 24 (384/16)"),
+    "dylora": ({"r": 8, "alpha": 16}, "ranks 1..8 sampled per step on query,value"),
+    "lopa": ({"num_virtual_tokens": 10, "rank": 4}, "m=10 tokens, rank 4 (paper: 1..4)"),
+    "lst": ({"reduction_factor": 8}, "side width 48 (384/8), gates T=0.1, pruned-backbone init"),
+    "prompt_based": ({"prompts": [0]}, "LM-BFF manual template, MLM head tied init"),
+}
+SWEEP_LRS = {"full": [2e-5, 5e-5, 1e-4, 2e-4], "lora": [5e-4, 1e-3, 2e-3, 5e-3]}
+KSHOT_METHODS = ["full", "prompt_based", "lora", "prompt_tuning"]
+# K-shot: full and prompt_based share one lr (same parameters updated; LM-BFF uses one lr for both).
+KSHOT_LR = {"full": 1e-4, "prompt_based": 1e-4, "lora": 5e-3, "prompt_tuning": 1e-1}
+KSHOT_SEEDS = [13, 21, 42, 87, 100]  # LM-BFF's five data seeds
+QUIET_EVAL = {"advglue": False, "latency": False, "save_predictions": False}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("NLUFORGE_DATA_DIR") or str(GLUE_DIR))
+    parser.add_argument("--work-dir", default="/tmp/nluforge-methods-bench")
+    parser.add_argument("--parts", default="sweep,sst2,rte,kshot")
+    parser.add_argument("--methods", default=",".join(METHOD_ORDER), help="subset for the sst2 and rte parts")
+    parser.add_argument("--sst2-train", type=int, default=20000)
+    parser.add_argument("--sweep-train", type=int, default=4000)
+    parser.add_argument("--rte-epochs", type=float, default=1.0)
+    parser.add_argument("--kshot-steps", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    return parser.parse_args()
+
+
+def cell(args, task: str, method: str, *, lr=None, params=None, n=None, k=None, seed=None, train=None,
+         evaluation=None):
+    from nluforge.experiments.config import resolve
+
+    return resolve({
+        "task": task, "model": "default", "method": method,
+        "method_params": SETTINGS[method][0] if params is None else params,
+        "seed": args.seed if seed is None else seed,
+        "data": {"data_dir": args.data_dir, "max_train_samples": n, "k_shot": k, "max_length": 128},
+        "train": {"epochs": 1, "batch_size": 32, "lr": lr, "num_threads": 1, "keep_checkpoints": False,
+                  **(train or {})},
+        "eval": evaluation or {"advglue": True, "latency": True, "save_predictions": False},
+    })
+
+
+def run(cells, results_dir: Path, workers: int) -> dict[str, dict]:
+    """Run (or skip, when finished) the cells; return result dicts by run id."""
+    from nluforge.experiments.runners import RunnerOptions, run_grid
+    from nluforge.results.store import iter_results
+
+    def on_event(event):
+        if event.kind == "finish":
+            r = event.result
+            print(f"[{time.strftime('%H:%M:%S')}] {r.run_info.status:9s} {r.run_info.id} "
+                  f"{r.run_info.wall_time_s or 0:.0f}s {r.run_info.error or ''}", file=sys.stderr, flush=True)
+
+    run_grid(cells, results_dir, RunnerOptions("process", workers=workers, num_cpus=1), on_event=on_event)
+    found = {run_dir.name: r for run_dir, r in iter_results(results_dir)}
+    return {c.run_id(): found.get(c.run_id()) for c in cells}
+
+
+def row(cfg, result) -> dict:
+    """One table row: the config's identity, the metric, the costs."""
+    from nluforge.methods import METHODS
+
+    out = {"task": cfg.task, "method": cfg.method, "seed": cfg.seed,
+           "lr": cfg.train.lr or METHODS.entry(cfg.method).meta["default_lr"], "params": cfg.method_params}
+    if result is None or result.run_info.status != "completed":
+        out["status"] = result.run_info.status if result else "missing"
+        out["error"] = result.run_info.error if result else None
+        return out
+    trained = result.metrics.get("trained", {})
+    dev = trained.get("validation") or next(iter(trained.values()), {})
+    c = result.cost
+    out.update({
+        "status": "completed", "dev": {k: round(v, 4) for k, v in dev.items()},
+        "advglue": trained.get(f"advglue_{cfg.task}", {}).get("accuracy"),
+        "trainable_params": c.trainable_params, "total_params": c.total_params,
+        "peak_memory_mb": c.peak_memory_mb, "examples_per_s": c.train_examples_per_s,
+        "train_time_s": c.train_time_s, "wall_time_s": result.run_info.wall_time_s,
+        "latency_ms_bs32": c.latency_ms_bs32, "model_size_mb": c.model_size_mb,
+    })
+    return out
+
+
+def primary(r: dict) -> float | None:
+    dev = r.get("dev") or {}
+    return dev.get("accuracy", dev.get("matthews_corrcoef", dev.get("pearson")))
+
+
+def sweep_part(args, work: Path) -> dict:
+    cells = [cell(args, "sst2", m, lr=lr, n=args.sweep_train, evaluation=QUIET_EVAL)
+             for m, lrs in SWEEP_LRS.items() for lr in lrs]
+    found = run(cells, work / "sweep", args.workers)
+    rows = [row(c, found[c.run_id()]) for c in cells]
+    best = {}
+    for m in SWEEP_LRS:
+        done = [r for r in rows if r["method"] == m and primary(r) is not None]
+        if done:
+            best[m] = max(done, key=primary)["lr"]
+    for r in rows:
+        r["acc"] = primary(r)
+        r["best"] = "*" if best.get(r["method"]) == r["lr"] else ""
+    print_table(rows, ["method", "lr", "acc", "best", "examples_per_s", "status"],
+                f"lr sweep: SST-2, {args.sweep_train} examples, 1 epoch, seed {args.seed}")
+    return {"rows": rows, "best_lr": best}
+
+
+def main_part(args, work: Path, task: str, best_lr: dict) -> dict:
+    methods = [m for m in args.methods.split(",") if m]
+    n = args.sst2_train if task == "sst2" else None
+    train = {} if task == "sst2" else {"epochs": args.rte_epochs}
+    cells = [cell(args, task, m, lr=best_lr.get(m) if task == "sst2" else None, n=n, train=train)
+             for m in methods]
+    found = run(cells, work / task, args.workers)
+    rows = [row(c, found[c.run_id()]) for c in cells]
+    for r in rows:
+        r["acc"] = primary(r)
+        r["settings"] = SETTINGS[r["method"]][1]
+        if r.get("trainable_params") and r.get("total_params"):
+            r["trainable_%"] = round(100 * r["trainable_params"] / r["total_params"], 3)
+    print_table(rows, ["method", "lr", "acc", "advglue", "trainable_params", "trainable_%", "peak_memory_mb",
+                       "examples_per_s", "train_time_s", "wall_time_s", "status"],
+                f"{task}: {'%d examples' % n if n else 'full train set'}, {train.get('epochs', 1)} epoch(s), "
+                f"seed {args.seed}")
+    by = {r["method"]: r for r in rows if r.get("status") == "completed"}
+    summary = {}
+    if "full" in by and "lst" in by:
+        summary["lst_peak_memory_saving_%"] = round(
+            100 * (1 - by["lst"]["peak_memory_mb"] / by["full"]["peak_memory_mb"]), 1)
+    if "full" in by and "lora" in by:
+        summary["lora_minus_full_points"] = round(100 * (primary(by["lora"]) - primary(by["full"])), 2)
+    if summary:
+        print(f"{task} summary: {summary}")
+    return {"rows": rows, "summary": summary}
+
+
+def kshot_part(args, work: Path) -> dict:
+    steps = args.kshot_steps
+    cells = [cell(args, task, m, lr=KSHOT_LR[m], k=16, seed=seed, evaluation=QUIET_EVAL,
+                  train={"batch_size": 8, "max_steps": steps, "eval_every": steps, "warmup_ratio": 0.0})
+             for task in ("sst2", "rte") for m in KSHOT_METHODS for seed in KSHOT_SEEDS]
+    found = run(cells, work / "kshot", args.workers)
+    rows = [row(c, found[c.run_id()]) for c in cells]
+    table = []
+    for task in ("sst2", "rte"):
+        for m in KSHOT_METHODS:
+            accs = [primary(r) for r in rows if r["task"] == task and r["method"] == m and primary(r) is not None]
+            table.append({"task": task, "method": m, "lr": KSHOT_LR[m], "seeds": len(accs),
+                          "mean": round(100 * statistics.mean(accs), 1) if accs else None,
+                          "std": round(100 * statistics.stdev(accs), 1) if len(accs) > 1 else None,
+                          "per_seed": [round(100 * a, 1) for a in accs]})
+    print_table(table, ["task", "method", "lr", "seeds", "mean", "std", "per_seed"],
+                f"k-shot: K=16 per class, {len(KSHOT_SEEDS)} seeds, batch 8, {steps} steps")
+    return {"rows": rows, "table": table}
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    parts = [p for p in args.parts.split(",") if p]
+    report: dict = {"machine": machine(), "settings": {m: s for m, (s, _) in SETTINGS.items()},
+                    "sweep_lrs": SWEEP_LRS, "kshot_lr": KSHOT_LR, "args": vars(args)}
+    best_lr: dict = {}
+    t0 = time.perf_counter()
+    if "sweep" in parts:
+        report["sweep"] = sweep_part(args, work)
+        best_lr = report["sweep"]["best_lr"]
+    for task in ("sst2", "rte"):
+        if task in parts:
+            if task == "sst2" and not best_lr and "sweep" not in parts and (work / "sweep").exists():
+                best_lr = sweep_part(args, work)["best_lr"]  # finished cells are only read, not rerun
+            report[task] = main_part(args, work, task, best_lr)
+    if "kshot" in parts:
+        report["kshot"] = kshot_part(args, work)
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    dump(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
