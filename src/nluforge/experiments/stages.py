@@ -54,7 +54,7 @@ def train(prep, encoded: dict[str, Any], run_dir: Path, *, resume: bool, show_pr
                      scheduler=scheduler, pad_id=pad_id(prep.tokenizer), accelerator=acc,
                      evaluate=evaluate_fn, primary=prep.spec.primary_metric,
                      checkpoint_dir=run_dir / "checkpoints", resume=resume, hooks=hooks,
-                     log=lambda rec: log_fh.write(json.dumps(rec) + "\n") or log_fh.flush(),
+                     log=lambda rec: (log_fh.write(json.dumps(rec) + "\n"), log_fh.flush()),
                      show_progress=show_progress)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_mb = dir_size_mb(ckpt_dir) if ckpt_dir.exists() else None
