@@ -184,3 +184,16 @@ def test_ray_missing_gives_one_line_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(Exception, match=r"pip install 'nluforge\[distributed\]'"):
         run_grid(make_cells(1), tmp_path, RunnerOptions("ray"), cell_fn=fake_cell)
+
+
+def test_a_second_runner_on_the_same_results_dir_is_refused(tmp_path):
+    from nluforge.core.errors import UserError
+    from nluforge.experiments.runners import results_lock
+
+    tmp_path.mkdir(exist_ok=True)
+    with results_lock(tmp_path):  # stands in for a runner that is still going
+        with pytest.raises(UserError, match="another nluforge runner"):
+            run_grid(make_cells(2), tmp_path, cell_fn=fake_cell)
+        assert counts(tmp_path) == {}
+    run_grid(make_cells(2), tmp_path, cell_fn=fake_cell)  # released: the next runner proceeds
+    assert len(counts(tmp_path)) == 2

@@ -20,6 +20,7 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,16 +99,45 @@ def run_grid(cells: Sequence[RunConfig], results_dir: str | Path, options: Runne
     options = options or RunnerOptions()
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
-    todo = select(cells, results_dir, retry_failed=retry_failed, force=force)
-    cell_fn = cell_fn or _default_cell_fn()
-    emit = on_event or (lambda event: None)
-    if options.backend == "process":
-        from nluforge.experiments.processes import run_processes as backend
-    elif options.backend == "ray":
-        from nluforge.experiments.ray_runner import run_ray as backend
-    else:
-        backend = _run_local
-    return backend(todo, results_dir, cell_fn, emit, options)
+    with results_lock(results_dir):
+        todo = select(cells, results_dir, retry_failed=retry_failed, force=force)
+        cell_fn = cell_fn or _default_cell_fn()
+        emit = on_event or (lambda event: None)
+        if options.backend == "process":
+            from nluforge.experiments.processes import run_processes as backend
+        elif options.backend == "ray":
+            from nluforge.experiments.ray_runner import run_ray as backend
+        else:
+            backend = _run_local
+        return backend(todo, results_dir, cell_fn, emit, options)
+
+
+LOCK_FILE = ".nluforge-runner.lock"
+
+
+@contextmanager
+def results_lock(results_dir: Path):
+    """Hold an exclusive lock on ``results_dir`` while a runner uses it.
+
+    Two runners on one directory would both see a cell as pending, and the second would clear the
+    first's cell in flight. ``flock`` is released by the kernel when its holder dies (even by
+    ``kill -9``), so a crashed runner never leaves a stale lock behind.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (documented)
+        yield
+        return
+    with open(results_dir / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another nluforge runner is using {results_dir}; wait for it to finish "
+                            "or give a different --results-dir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def clear_run_dir(results_dir: Path, cfg: RunConfig) -> None:
