@@ -43,6 +43,7 @@ class Prepared:
     method: Any  # the method module
     method_cfg: Any
     notes: list[str]
+    unlabeled: list[tuple[str, ...]] | None = None  # prompt_based distill: texts to soft-label (PET)
 
 
 def _now() -> str:
@@ -107,7 +108,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     from nluforge.methods import method_config
     from nluforge.tasks import get_task
 
-    method_config(cfg.method, cfg.method_params)  # cheap checks first: bad names fail in a second
+    checked = method_config(cfg.method, cfg.method_params)  # cheap checks first: bad names fail in a second
     if not cfg.data.train_file:
         get_task(cfg.task)
 
@@ -119,10 +120,16 @@ def prepare(cfg: RunConfig) -> Prepared:
         torch.set_num_threads(cfg.train.num_threads)
     spec, splits, notes = load_data(cfg)
     eval_split_names(cfg, spec, splits)
+    unlabeled = None
+    if getattr(checked, "distill", False):
+        from nluforge.experiments.pet_distill import load_unlabeled
+
+        unlabeled, note = load_unlabeled(cfg, checked, spec, splits["train"])
+        notes.append(note)
     tokenizer = load_tokenizer(cfg.model)
     torch.manual_seed(cfg.seed)  # the head's (and the method's) initialisation
     model, module, method_cfg = build_model(cfg, spec, tokenizer)
-    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes)
+    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled)
 
 
 def encode_splits(prep: Prepared, names: list[str]):
@@ -165,11 +172,22 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
 
     model, fit_result, device, peak, ckpt_mb = stages.train(prep, encoded, run_dir, resume=resume,
                                                             show_progress=show_progress)
+    distilled = None
+    if getattr(prep.method_cfg, "distill", False):  # PET: the pattern ensemble teaches a plain classifier
+        stage("distill")
+        from nluforge.experiments.pet_distill import distill
+
+        distilled = distill(prep, model, encoded, names, fit_result, peak, run_dir, resume=resume,
+                            show_progress=show_progress)
+        prep.model = model = distilled.model  # the run's model from here on: saved, evaluated, measured
     stage("save")
     model_dir = stages.save_model(prep, model, run_dir)
     stage("evaluate")
     metrics = {"trained": stages.evaluate(prep, model, encoded, names, run_dir)}
-    cost = stages.measure_cost(prep, model, encoded[names[0]], fit_result, peak, model_dir, ckpt_mb)
+    cost_fit, cost_peak = (fit_result, peak) if distilled is None else (distilled.fit_result, distilled.peak)
+    if distilled is not None:
+        metrics["pet_ensemble"] = distilled.ensemble_metrics
+    cost = stages.measure_cost(prep, model, encoded[names[0]], cost_fit, cost_peak, model_dir, ckpt_mb)
     for kind in ("compress", "attack", "audit"):
         if getattr(cfg, kind):
             raise UserError(f"{kind} steps are not available in this version of nluforge; remove '{kind}'")
@@ -179,6 +197,8 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
     result.meta["notes"] = prep.notes
     result.meta["train"] = {"steps": fit_result.steps, "best_step": fit_result.best_step,
                             "stopped_early": fit_result.stopped_early, "lr": stages.learning_rate(prep)}
+    if distilled is not None:
+        result.meta["distill"] = distilled.summary
     write_result(run_dir, result)
     stage("done")
     return result

@@ -36,17 +36,21 @@ table ``EXTRA_PATTERNS`` (PET/LM-BFF-style variants), or are given as strings.
 
 from __future__ import annotations
 
+import math
 import string
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from nluforge.core.errors import UserError
+from nluforge.methods import base
 from nluforge.methods.base import count_params, unfreeze
 from nluforge.models.arch import arch_of
 
@@ -73,12 +77,42 @@ class Config:
     prompts: list[int | str] = field(default_factory=lambda: [0])  # pattern indices (0 = the task's) or strings
     verbalizer: list[str] | None = None  # one word per label (regression: low, high); None: the task's
     regression_range: list[float] = field(default_factory=lambda: [0.0, 5.0])  # [lo, hi] (STS-B: 0..5)
+    # PET's distillation (classification only): soft-label unlabeled text with the pattern ensemble, then
+    # train a plain sequence classifier on it; that classifier becomes the run's model.
+    distill: bool = False
+    unlabeled_file: str | None = None  # CSV/TSV/JSONL with the task's text columns (labels ignored)
+    unlabeled_from_train: int | None = None  # N seeded train examples outside the labeled subset, labels dropped
+    distill_temperature: float = 2.0  # T in softmax(logits / T) for targets and student (PET: 2)
+    distill_epochs: float = 3.0  # epochs over the unlabeled set (PET: 3)
+    distill_max_steps: int | None = None  # overrides distill_epochs when set
+    distill_lr: float | None = None  # None: the `full` method's default (the student is fully fine-tuned)
 
     def __post_init__(self):
         if not self.prompts:
             raise UserError("prompt_based: prompts is empty; give pattern indices (e.g. [0]) or pattern strings")
         if len(self.regression_range) != 2 or self.regression_range[0] >= self.regression_range[1]:
             raise UserError(f"prompt_based: regression_range must be [low, high], got {self.regression_range}")
+        self._check_distill()
+
+    def _check_distill(self) -> None:
+        sources = [n for n in ("unlabeled_file", "unlabeled_from_train") if getattr(self, n) is not None]
+        if self.distill and not sources:
+            raise UserError("prompt_based: distill=true needs unlabeled text; set unlabeled_from_train=N (train "
+                            "examples outside the labeled subset) or unlabeled_file=PATH (CSV/TSV/JSONL)")
+        if sources and not self.distill:
+            raise UserError(f"prompt_based: {sources[0]} is set but distill is off; add distill=true or drop it")
+        if len(sources) == 2:
+            raise UserError("prompt_based: give unlabeled_file or unlabeled_from_train, not both")
+        if self.unlabeled_file is not None and not self.unlabeled_file.strip():
+            raise UserError("prompt_based: unlabeled_file is empty; give the path of a CSV/TSV/JSONL file")
+        for name in ("unlabeled_from_train", "distill_max_steps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"prompt_based: {name} must be a positive integer, got {value}")
+        for name in ("distill_temperature", "distill_epochs", "distill_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"prompt_based: {name} must be a positive number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -279,10 +313,42 @@ def expected_trainable(model: nn.Module, cfg: Config) -> int:
     return count_params(model) - (decoder.weight.numel() if untied else 0)
 
 
+def load(path: str | Path, base_model: nn.Module, cfg: Config, *, tokenizer=None, task=None) -> nn.Module:
+    """A distilled run saved a plain classifier (``save_pretrained``); any other run, the prompt model's state."""
+    path = Path(path)
+    if not cfg.distill:
+        return base.load(path, base_model, cfg, adapt, tokenizer=tokenizer, task=task)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} holds no distilled classifier (no config.json); retrain the run")
+    from transformers import AutoModelForSequenceClassification
+
+    from nluforge.models.loading import quiet_transformers
+
+    with quiet_transformers():
+        return AutoModelForSequenceClassification.from_pretrained(path)
+
+
+def soft_labels(logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """PET's soft labels: ``softmax(logits / T)`` per row; T > 1 flattens, T < 1 sharpens. (N, L) -> (N, L)."""
+    return (logits.float() / temperature).softmax(-1)
+
+
+def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """PET's distillation loss: cross-entropy of ``softmax(logits / T)`` against ``targets``, times T², mean.
+
+    Equals T² · KL(targets ‖ softmax(logits / T)) plus T² · H(targets), which does not depend on the
+    logits: the gradient, T · (softmax(logits / T) − targets) / B, is zero exactly at the targets. The T²
+    factor (Hinton et al. 2015, as PET's code) keeps gradient sizes comparable across temperatures.
+    logits (B, L), targets (B, L) rows summing to 1 -> () scalar.
+    """
+    log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, L)
+    return -(targets * log_p).sum(-1).mean() * temperature**2
+
+
 @torch.no_grad()
 def distill_soft_labels(model: nn.Module, unlabeled_texts: list[tuple[str, ...]], *, batch_size: int = 32,
                         max_length: int = 128, temperature: float = 2.0) -> np.ndarray:
-    """PET's soft labels: softmax(ensemble logits / T) per example, (N, num_labels)."""
+    """PET's soft labels of raw texts: softmax(ensemble logits / T) per example, (N, num_labels)."""
     if not isinstance(model, PromptModel) or model.regression_range is not None:
         raise UserError("distill_soft_labels needs a classification model adapted by prompt_based")
     was_training, device = model.training, next(model.parameters()).device
@@ -294,6 +360,6 @@ def distill_soft_labels(model: nn.Module, unlabeled_texts: list[tuple[str, ...]]
         enc = model.tokenizer([c[0] for c in chunk], pairs, truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt")
         logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits  # (b, L)
-        out.append((logits / temperature).softmax(-1).cpu().numpy())
+        out.append(soft_labels(logits, temperature).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out)
