@@ -65,8 +65,10 @@ def _print_result(result, run_dir: Path) -> None:
     table = Table(title=f"{result.run_info.slug}", show_header=True)
     table.add_column("split")
     table.add_column("metrics")
-    for split, values in result.metrics.get("trained", {}).items():
-        table.add_row(split, "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    for stage, by_split in result.metrics.items():  # "trained"; prompt_based distill adds "pet_ensemble"
+        for split, values in by_split.items():
+            name = split if stage == "trained" else f"{split} ({stage})"
+            table.add_row(name, "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
     console = Console()
     console.print(table)
     c = result.cost

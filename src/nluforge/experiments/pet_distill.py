@@ -180,7 +180,8 @@ def _train_student(prep, unlabeled, targets, dev, dev_name: str, run_dir: Path, 
 
     cfg, mc, spec = prep.cfg, prep.method_cfg, prep.spec
     lr = mc.distill_lr or METHODS.entry("full").meta["default_lr"]
-    train_cfg = dataclasses.replace(cfg.train, epochs=mc.distill_epochs, max_steps=mc.distill_max_steps, lr=lr)
+    train_cfg = dataclasses.replace(cfg.train, epochs=mc.distill_epochs, max_steps=mc.distill_max_steps, lr=lr,
+                                    batch_size=mc.distill_batch_size or cfg.train.batch_size)
     torch.manual_seed(cfg.seed)  # the classification head's initialisation
     student = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names)
     device, acc = _device_and_accelerator(cfg)

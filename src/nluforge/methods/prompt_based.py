@@ -85,6 +85,7 @@ class Config:
     distill_temperature: float = 2.0  # T in softmax(logits / T) for targets and student (PET: 2)
     distill_epochs: float = 3.0  # epochs over the unlabeled set (PET: 3)
     distill_max_steps: int | None = None  # overrides distill_epochs when set
+    distill_batch_size: int | None = None  # None: train.batch_size (small in k-shot runs; the unlabeled set is larger)
     distill_lr: float | None = None  # None: the `full` method's default (the student is fully fine-tuned)
 
     def __post_init__(self):
@@ -105,7 +106,7 @@ class Config:
             raise UserError("prompt_based: give unlabeled_file or unlabeled_from_train, not both")
         if self.unlabeled_file is not None and not self.unlabeled_file.strip():
             raise UserError("prompt_based: unlabeled_file is empty; give the path of a CSV/TSV/JSONL file")
-        for name in ("unlabeled_from_train", "distill_max_steps"):
+        for name in ("unlabeled_from_train", "distill_max_steps", "distill_batch_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"prompt_based: {name} must be a positive integer, got {value}")
