@@ -1,7 +1,7 @@
 """PET's last step, wired after a ``prompt_based`` run: distil the pattern ensemble into a classifier.
 
 Paper: Schick & Schütze 2021, "Exploiting Cloze Questions for Few Shot Text Classification and Natural
-Language Inference" (EACL), §3: the pattern models' ensemble labels a set of unlabeled examples with
+Language Inference" (EACL): the pattern models' ensemble labels a set of unlabeled examples with
 ``softmax(logits / T)`` (T = 2), and a standard sequence classifier is trained on those soft labels with
 a distillation loss. The classifier, not the pattern models, is what PET ships.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 
 from nluforge.core.errors import UserError
 
+log = logging.getLogger(__name__)
 PHASE = "distill"
 CHECKPOINTS = "distill"  # under the run's checkpoints/, so a resumed run resumes the distillation too
 
@@ -147,6 +149,8 @@ def distill(prep, teacher, encoded: dict[str, Any], names: list[str], teacher_fi
                "train_examples_per_s": round(fit.examples_per_s, 2), "peak_memory_mb": round(peak.mb, 1),
                "teacher_train_time_s": round(teacher_fit.train_time_s, 3)}
     _log(run_dir, {"event": "distill_end", **summary})
+    log.info("distilled into a classifier: %d unlabeled examples, %d steps, %.1f s", len(unlabeled), fit.steps,
+             fit.train_time_s)
     return Distilled(student, ensemble_metrics, _combined(teacher_fit, fit, label_s),
                      Peak(max(teacher_peak.mb, peak.mb), peak.kind), summary)
 

@@ -18,9 +18,23 @@ the text fields; the pattern adds a few tokens), and several patterns can be sco
 
 Several patterns (``prompts: [0, 1]``): one model is trained on all of them at once (every step scores
 each example under every pattern) and the logits are the patterns' mean, PET's ensemble with uniform
-weights. PET instead trains one model per pattern and distils their ensemble into a classifier on
-unlabeled data; :func:`distill_soft_labels` gives that ensemble's soft labels (temperature 2, as PET)
-for the pipeline to train a standard classifier on; that distillation step is not wired here.
+weights. PET instead trains one model per pattern (weighting each by its training-set accuracy
+before training, or uniformly).
+
+PET's distillation (``distill: true``, classification only): after the prompt model is trained, the
+ensemble soft-labels unlabeled text, ``softmax(mean logits / T)`` with T = ``distill_temperature`` (2, as
+PET; :func:`soft_labels`), and a fresh ``AutoModelForSequenceClassification`` of the same base model is
+fully fine-tuned on those labels alone with :func:`soft_label_loss` (PET's: cross-entropy against
+``softmax(student logits / T)``, times T²). That classifier is the run's model: saved as a plain
+``save_pretrained`` folder (:func:`load` reads it back), evaluated into ``metrics["trained"]``; the
+ensemble's own scores go to ``metrics["pet_ensemble"]``. The unlabeled text is ``unlabeled_file``
+(CSV/TSV/JSONL with the task's text columns; labels ignored) or ``unlabeled_from_train`` = N seeded
+training examples outside the labeled ``k_shot`` / ``max_train_samples`` subset. The pipeline does the
+training (:mod:`nluforge.experiments.pet_distill`). Departures from PET: one model for all patterns (above);
+no auxiliary MLM loss while training the patterns and no iPET rounds; the classifier's learning rate,
+epochs and batch size are ours (``distill_lr`` defaults to the ``full`` method's); and, as in every nluforge
+run, ``train.keep_best`` (on by default) picks the best checkpoint of each training on the dev set, which a
+strict few-shot setting does not have: set ``train.keep_best: false`` for that.
 
 A checkpoint without a trained MLM head (``default`` is a sentence-transformers MiniLM saved as a bare
 ``BertModel``; transformers then initialises ``cls.predictions.*`` at random, with the decoder tied to the
