@@ -208,7 +208,7 @@ def _train_student(prep, unlabeled, targets, dev, dev_name: str, run_dir: Path, 
                      pad_id=pad_id(prep.tokenizer), accelerator=acc, loss_fn=loss_fn,
                      evaluate=lambda m: split_metrics(prep, m, dev, dev_name), primary=spec.primary_metric,
                      checkpoint_dir=run_dir / "checkpoints" / CHECKPOINTS, resume=resume,
-                     log=lambda rec: log_fh.write(json.dumps({**rec, "phase": PHASE}) + "\n") or log_fh.flush(),
+                     log=lambda rec: (log_fh.write(json.dumps({**rec, "phase": PHASE}) + "\n"), log_fh.flush()),
                      show_progress=show_progress)
     return acc.unwrap_model(student), result, lr
 
