@@ -116,6 +116,19 @@ def test_early_stopping_and_keep_best(tmp_path):
     assert (tmp_path / "best.safetensors").is_file()
 
 
+def test_eval_every_also_evaluates_the_last_step(tmp_path):
+    scores = iter([0.5, 0.6, 0.9])
+
+    def evaluate(model):
+        return {"accuracy": next(scores)}
+
+    cfg = TrainConfig(epochs=1, max_steps=7, lr=1e-3, batch_size=8, eval_every=3)
+    model, result = run(synthetic(64, 0), cfg, tmp_path, evaluate=evaluate)
+    steps_seen = [h["step"] for h in result.history]
+    assert steps_seen == [3, 6, 7]  # step 7 is not a multiple of 3 but is the last
+    assert result.best_step == 7  # so the final weights can win
+
+
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     from nluforge.core.errors import UserError
 

@@ -167,7 +167,8 @@ def fit(
                      "loss": loss_value, "lr": scheduler.get_last_lr()[0] if scheduler else None})
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             stop = state["step"] >= n_steps
-            if evaluate is not None and cfg.eval_every and state["step"] % cfg.eval_every == 0:
+            # With eval_every, the last step is evaluated too, so keep_best can choose the final weights.
+            if evaluate is not None and cfg.eval_every and (state["step"] % cfg.eval_every == 0 or stop):
                 stop = run_eval() or stop
                 state["stopped_early"] = stop and state["step"] < n_steps
             if stop:
