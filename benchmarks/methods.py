@@ -55,7 +55,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "lst": ({"reduction_factor": 8}, "side width 48 (384/8), gates T=0.1, pruned-backbone init"),
     "prompt_based": ({"prompts": [0]}, "LM-BFF manual template, MLM head tied init"),
 }
-SWEEP_LRS = {"full": [2e-5, 5e-5, 1e-4, 2e-4], "lora": [5e-4, 1e-3, 2e-3, 5e-3]}
+SWEEP_LRS = {"full": [2e-5, 5e-5, 1e-4, 2e-4, 5e-4], "lora": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2]}
 KSHOT_METHODS = ["full", "prompt_based", "lora", "prompt_tuning"]
 # K-shot: full and prompt_based share one lr (same parameters updated; LM-BFF uses one lr for both).
 KSHOT_LR = {"full": 1e-4, "prompt_based": 1e-4, "lora": 5e-3, "prompt_tuning": 1e-1}
