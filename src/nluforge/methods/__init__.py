@@ -43,7 +43,7 @@ def _method(name: str, paper: str, summary: str, default_lr: float) -> None:
 
 _method("full", "Devlin et al. 2019, BERT (fine-tuning)", "update every weight of the encoder and head", 5e-5)
 _method("linear_probe", "Alain & Bengio 2017, linear probes", "freeze the encoder, train only the head", 1e-3)
-_method("bitfit", "Ben Zaken et al. 2022, BitFit", "train only bias terms and the head", 1e-3)
+_method("bitfit", "Ben Zaken et al. 2022, BitFit", "train only bias terms and the head", 3e-3)
 _method("lora", "Hu et al. 2022, LoRA", "low-rank updates B·A on attention projections (peft)", 2e-3)
 _method("adalora", "Zhang et al. 2023, AdaLoRA", "LoRA with SVD-form updates and an adaptive rank budget (peft)", 2e-2)
 _method("ia3", "Liu et al. 2022, (IA)^3", "learned vectors rescaling keys, values and FFN activations (peft)", 3e-2)
