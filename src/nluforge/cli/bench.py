@@ -23,8 +23,11 @@ def bench(
     grid: Path = typer.Argument(None, help="Grid YAML (see configs/). Default: the built-in default grid."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", "-o", help="Where run dirs go."),
     data_dir: str = DataDir,
-    backend: str = typer.Option("local", help="local (one cell at a time), process (N fresh processes), ray."),
-    workers: int = typer.Option(1, help="Cells at once (process; a local Ray gets workers x num-cpus)."),
+    backend: str = typer.Option("process", help="process (each cell in a fresh process, N at a time: isolated, "
+                                "and peak memory is per cell), local (one at a time in this process; peak "
+                                "memory then includes earlier cells), ray."),
+    workers: int = typer.Option(None, help="Cells at once (process; a local Ray gets workers x num-cpus). "
+                                "Default: CPU cores / num-cpus, at most 4 (1 with a GPU)."),
     address: str = typer.Option(None, help="Ray cluster address ('auto' or host:port); default: a local one."),
     num_cpus: float = typer.Option(None, help="CPUs per cell (Ray resource, torch threads). Default: grid, 1."),
     num_gpus: float = typer.Option(None, help="GPUs per cell (Ray). Default: grid file, 0."),
@@ -42,8 +45,12 @@ def bench(
     from nluforge.experiments.runners import RunnerOptions
 
     spec, cells = bench_cells(grid, sets=sets, data_dir=data_dir)
-    options = RunnerOptions(backend, workers, num_cpus or spec.resources.num_cpus,
-                            spec.resources.num_gpus if num_gpus is None else num_gpus, address)
+    from nluforge.experiments.runners import auto_workers
+
+    cpus = num_cpus or spec.resources.num_cpus
+    gpus = spec.resources.num_gpus if num_gpus is None else num_gpus
+    options = RunnerOptions(backend, workers or (1 if backend == "local" else auto_workers(cpus, gpus)),
+                            cpus, gpus, address)
     plan = make_plan(cells, results_dir, retry_failed=retry_failed, force=force)
     console = Console(stderr=True)
     if dry_run:

@@ -213,6 +213,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def auto_workers(num_cpus: float = 1.0, num_gpus: float = 0.0, cap: int = 4) -> int:
+    """Default cells at once: the usable CPU cores / CPUs per cell, at most ``cap``; 1 when cells use a GPU
+    (or one is present: cells would share its memory). The cap bounds host memory (a MiniLM-size cell
+    peaks near 2 GB of RSS)."""
+    if num_gpus > 0 or _cuda_present():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cap, int(cores // max(1.0, num_cpus))))
+
+
+def _cuda_present() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def threads_per_cell(options: RunnerOptions) -> int:
     return max(1, int(options.num_cpus))
 
