@@ -73,6 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sweep-train", type=int, default=4000)
     parser.add_argument("--rte-epochs", type=float, default=1.0)
     parser.add_argument("--kshot-steps", type=int, default=128)
+    parser.add_argument("--kshot-tasks", default="sst2,rte")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default=None, help="also write the JSON here")
@@ -190,11 +191,11 @@ def kshot_part(args, work: Path) -> dict:
     steps = args.kshot_steps
     cells = [cell(args, task, m, lr=KSHOT_LR[m], k=16, seed=seed, evaluation=QUIET_EVAL,
                   train={"batch_size": 8, "max_steps": steps, "eval_every": steps, "warmup_ratio": 0.0})
-             for task in ("sst2", "rte") for m in KSHOT_METHODS for seed in KSHOT_SEEDS]
+             for task in args.kshot_tasks.split(",") for m in KSHOT_METHODS for seed in KSHOT_SEEDS]
     found = run(cells, work / "kshot", args.workers)
     rows = [row(c, found[c.run_id()]) for c in cells]
     table = []
-    for task in ("sst2", "rte"):
+    for task in args.kshot_tasks.split(","):
         for m in KSHOT_METHODS:
             accs = [primary(r) for r in rows if r["task"] == task and r["method"] == m and primary(r) is not None]
             table.append({"task": task, "method": m, "lr": KSHOT_LR[m], "seeds": len(accs),
