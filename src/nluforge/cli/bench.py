@@ -42,11 +42,9 @@ def bench(
     from rich.console import Console
 
     from nluforge.experiments.bench import bench_cells, check_data, make_plan
-    from nluforge.experiments.runners import RunnerOptions
+    from nluforge.experiments.runners import RunnerOptions, auto_workers
 
     spec, cells = bench_cells(grid, sets=sets, data_dir=data_dir)
-    from nluforge.experiments.runners import auto_workers
-
     cpus = num_cpus or spec.resources.num_cpus
     gpus = spec.resources.num_gpus if num_gpus is None else num_gpus
     options = RunnerOptions(backend, workers or (1 if backend == "local" else auto_workers(cpus, gpus)),
