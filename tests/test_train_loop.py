@@ -146,3 +146,21 @@ def test_total_steps_respects_max_steps_and_fractional_epochs():
     assert total_steps(cfg, 100) == 5
     cfg.max_steps = 3
     assert total_steps(cfg, 100) == 3
+
+
+def test_adamw_uses_the_fused_kernel_on_cpu_and_it_can_be_turned_off():
+    model = make_tiny("bert", 2)
+    fused = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.01)
+    plain = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.01, fused=False)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    # The two kernels take the same step.
+    torch.manual_seed(0)
+    a, b = make_tiny("bert", 2), make_tiny("bert", 2)
+    b.load_state_dict(a.state_dict())
+    batch = {"input_ids": torch.randint(3000, 3100, (4, 9)), "labels": torch.tensor([0, 1, 0, 1])}
+    for model, kw in ((a, {}), (b, {"fused": False})):
+        opt = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.01, **kw)
+        model(**batch).loss.backward()
+        opt.step()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
