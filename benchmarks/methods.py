@@ -182,7 +182,7 @@ def main_part(args, work: Path, task: str, best_lr: dict) -> dict:
             r["trainable_%"] = round(100 * r["trainable_params"] / r["total_params"], 3)
     print_table(rows, ["method", "lr", "acc", "advglue", "trainable_params", "trainable_%", "peak_memory_mb",
                        "examples_per_s", "train_time_s", "wall_time_s", "status"],
-                f"{task}: {'%d examples' % n if n else 'full train set'}, {train.get('epochs', 1)} epoch(s), "
+                f"{task}: {f'{n} examples' if n else 'full train set'}, {train.get('epochs', 1)} epoch(s), "
                 f"seed {args.seed}")
     by = {r["method"]: r for r in rows if r.get("status") == "completed"}
     summary = {}

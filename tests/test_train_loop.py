@@ -96,7 +96,7 @@ def test_resume_after_a_crash_replays_the_same_training(tmp_path):
     assert (tmp_path / "latest").read_text() == "step-000015"
     resumed, result = run(train, cfg, tmp_path, resume=True)
     assert result.steps == ref_result.steps
-    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -162,5 +162,5 @@ def test_adamw_uses_the_fused_kernel_on_cpu_and_it_can_be_turned_off():
         opt = build_optimizer("adamw", model, lr=1e-3, weight_decay=0.01, **kw)
         model(**batch).loss.backward()
         opt.step()
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name

@@ -47,7 +47,10 @@ def train(prep, encoded: dict[str, Any], run_dir: Path, *, resume: bool, show_pr
     hooks = hooks_fn(model, prep.method_cfg, steps) if hooks_fn else None
     model, optimizer = acc.prepare(model, optimizer)
     first_eval = eval_split_names_for_selection(prep)
-    evaluate_fn = (lambda m: split_metrics(prep, m, encoded[first_eval], first_eval))
+
+    def evaluate_fn(m):
+        return split_metrics(prep, m, encoded[first_eval], first_eval)
+
     log_path = run_dir / LOG_FILE
     with open(log_path, "a", encoding="utf-8") as log_fh, PeakMemory(device) as peak:
         result = fit(model, encoded["train"], cfg=cfg.train, seed=cfg.seed, optimizer=optimizer,
@@ -94,7 +97,7 @@ def evaluate(prep, model, encoded: dict[str, Any], names: list[str], run_dir: Pa
         logits = predict(model, enc, batch_size=prep.cfg.train.eval_batch_size, pad_id=pad_id(prep.tokenizer),
                          regression=regression)
         metrics[name] = split_metrics(prep, model, enc, name, logits=logits)
-        for i, (label, row) in enumerate(zip(enc.labels, logits)):
+        for i, (label, row) in enumerate(zip(enc.labels, logits, strict=True)):
             pred = float(row) if regression else int(np.argmax(row))
             lines.append(json.dumps({"split": name, "idx": i, "label": label, "prediction": pred,
                                      "logits": np.atleast_1d(row).round(5).tolist()}))
@@ -107,7 +110,6 @@ def evaluate(prep, model, encoded: dict[str, Any], names: list[str], run_dir: Pa
 def save_model(prep, model, run_dir: Path) -> Path:
     """Save to ``run_dir/model`` (peft folder, HF folder or method state) with the tokenizer."""
     from nluforge.methods import base
-
     from nluforge.models.loading import quiet_transformers
 
     saver = getattr(prep.method, "save", base.save)

@@ -22,8 +22,6 @@ from torch import nn
 from nluforge.core.errors import UserError
 from nluforge.models.params import count_params, trainable_state
 
-
-
 METHOD_STATE = "method_state.safetensors"
 
 
