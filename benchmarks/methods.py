@@ -62,8 +62,8 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "prompt_based": ({"prompts": [0]}, "LM-BFF manual template, MLM head tied init"),
 }
 LORA_ALL_LINEAR = ["query", "key", "value", "dense"]
-LORA20K_LRS = [1e-3, 2e-3, 5e-3]
-FULL20K_LRS = [1e-4, 2e-4]
+LORA20K_LRS = [5e-4, 1e-3, 2e-3, 5e-3]
+FULL20K_LRS = [5e-5, 1e-4, 2e-4]
 SWEEP_LRS = {"full": [2e-5, 5e-5, 1e-4, 2e-4, 5e-4], "lora": [5e-4, 1e-3, 2e-3, 5e-3, 1e-2]}
 KSHOT_METHODS = ["full", "prompt_based", "lora", "prompt_tuning"]
 # K-shot: full and prompt_based share one lr (same parameters updated; LM-BFF uses one lr for both).
