@@ -59,9 +59,10 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: once per epoch
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     keep_best: bool = True  # reload the best evaluated weights at the end
-    # Length-grouped batches, shuffled: True sorts the whole epoch by length (fairseq-style bucketing;
-    # least padding), an integer N sorts within groups of N batches (50 is the transformers Trainer's
-    # LengthGroupedSampler), False draws random batches.
+    # Length-grouped batches, shuffled: True sorts by length within groups of 50 batches (the
+    # transformers Trainer's LengthGroupedSampler), an integer N within groups of N batches (a number
+    # at least the epoch's batch count sorts the whole epoch: least padding, fastest, but 2.3 points
+    # lower on SST-2 at 2k examples), False draws random batches.
     group_by_length: bool | int = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     checkpoint_every: int | None = 200  # steps between resumable checkpoints; None: only at epoch ends

@@ -5,9 +5,9 @@ distillation or adversarial training, ``batch_transform(batch) -> batch``, ``eva
 and per-step ``hooks`` (a method's :class:`~nluforge.methods.base.TrainHooks`-like object with
 ``before_forward``/``after_backward``/``after_step``/``on_train_end``). The loop knows no method.
 
-Features: dynamic padding with length-bucketed batches (by default the whole epoch is sorted by
-length, then the batches are shuffled), gradient accumulation, linear warmup then linear decay (the
-scheduler is built by the caller), evaluation every N steps or once per epoch,
+Features: dynamic padding with length-grouped batches (sorted within groups of 50 batches, then
+shuffled; ``group_by_length`` sets the group size), gradient accumulation, linear warmup then linear
+decay (the scheduler is built by the caller), evaluation every N steps or once per epoch,
 keeping the best weights, early stopping, bf16/fp16 autocast on CUDA only (bf16 autocast is ~20x
 slower on this kind of AVX2-only CPU), and exact resume from atomic checkpoints: the batch order of
 an epoch is a function of ``(seed, epoch)`` and the RNG states are checkpointed, so a run killed with
@@ -138,7 +138,7 @@ def fit(
         grouping = cfg.group_by_length
         batches = length_grouped_batches(train.lengths(), cfg.batch_size, seed=seed, epoch=state["epoch"],
                                          group=bool(grouping),
-                                         mega=None if isinstance(grouping, bool) else int(grouping))
+                                         mega=50 if isinstance(grouping, bool) else int(grouping))
         if world > 1:
             usable = len(batches) // world * world
             batches = batches[rank:usable:world]
