@@ -4,7 +4,7 @@ padding to 128 tokens (the ``run_glue.py`` default), on the same SST-2 examples 
     python benchmarks/train_throughput.py --examples 4000 --threads 1 --repeats 3 [--json out.json]
 
 Each variant runs in its own subprocess, one after the other, with the same thread count, so the
-ratios compare like with like. With ``--repeats N`` the fast variants (a) and (b) run N times,
+ratios compare like with like. With ``--repeats N`` the fast variants (a), (b) and (d) run N times,
 interleaved (a b a b ...), so a slow minute on a shared machine hits both; each variant reports its
 median run, and the a/b spread over the N rounds is printed with the median ratio. (c) is ten times
 slower and runs once. Optional (d) is nluforge with the whole epoch sorted into length buckets
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default="abc")
-    ap.add_argument("--repeats", type=int, default=1, help="interleaved runs of (a) and (b); medians reported")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved runs of (a), (b) and (d); medians reported")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", default="/tmp/nluforge-bench-throughput")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nluforge.models.inputs import Encoded, collate, length_grouped_batches
+from nluforge.models.inputs import TRAINER_GROUP_BATCHES, Encoded, collate, length_grouped_batches
 from nluforge.train import checkpoint as ckpt
 
 Batch = dict[str, torch.Tensor]
@@ -133,12 +133,12 @@ def fit(
             ckpt.save_checkpoint(checkpoint_dir, state["step"], accelerator.unwrap_model(model),
                                  optimizer, scheduler, state)
 
+    grouping = cfg.group_by_length  # True: the Trainer's group size; an integer: batches per group
+    mega = TRAINER_GROUP_BATCHES if isinstance(grouping, bool) else int(grouping)
     done = state["step"] >= n_steps or state["stopped_early"]
     while not done:
-        grouping = cfg.group_by_length
         batches = length_grouped_batches(train.lengths(), cfg.batch_size, seed=seed, epoch=state["epoch"],
-                                         group=bool(grouping),
-                                         mega=50 if isinstance(grouping, bool) else int(grouping))
+                                         group=bool(grouping), mega=mega)
         if world > 1:
             usable = len(batches) // world * world
             batches = batches[rank:usable:world]
