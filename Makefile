@@ -1,20 +1,27 @@
 # nluforge — two commands do everything on a fresh machine:
-#   make demo   create .venv, install, run the main job (the default benchmark grid + report)
+#   make demo   create .venv, install from the lock file, run the main job (the default grid + report)
 #   make test   create .venv if missing, run the whole test suite
+# Installs come from requirements.lock (exact versions, made by pip-compile from pyproject.toml);
+# `make lock` refreshes it, `make check-latest` tries the newest versions pyproject.toml allows.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
+LATEST := .venv-latest
 # A local GLUE folder (classic TSV layout). Default: $NLUFORGE_DATA_DIR, else ../shared/data/glue if present.
 DATA_DIR ?= $(or $(NLUFORGE_DATA_DIR),$(wildcard ../shared/data/glue))
 RESULTS ?= results/demo
+PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test fast-test lint lint-imports browser lock check-latest clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[all,dev]'
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,11 +29,42 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/nluforge bench --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
-test: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+# Chromium renders the HTML report in tests/test_report_render.py (Debian's package; needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
+	  echo "make browser: no Chromium and cannot install it; the render test will skip"
+
+test: venv lint-imports
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The fast tests only (tiny models, no real training): minutes, not tens of minutes.
+fast-test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 
+# The layer contracts of docs/architecture.md (import-linter, configured in pyproject.toml).
+lint-imports: venv
+	$(BIN)/lint-imports
+
+# Refresh the lock file from pyproject.toml's ranges (newest versions that satisfy them).
+lock: venv
+	$(BIN)/pip-compile -q --upgrade --extra all --extra dev --strip-extras --no-emit-index-url \
+	  --no-emit-find-links -o $(LOCK) pyproject.toml
+
+# A fresh venv with the newest versions pyproject.toml allows, then the fast tests: shows upstream
+# drift before users meet it. Never touches .venv or the lock.
+check-latest:
+	rm -rf $(LATEST)
+	$(PY) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[all,dev]' 2>&1 | grep -v "is ignored" || true
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	@grep -iE '^(torch|transformers|peft|accelerate|datasets|sentence-transformers)==' $(LATEST)/versions.txt
+	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LATEST) build *.egg-info .pytest_cache
