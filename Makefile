@@ -54,6 +54,7 @@ lint-imports: venv
 lock: venv
 	$(BIN)/pip-compile -q --upgrade --extra all --extra dev --strip-extras --no-emit-index-url \
 	  --no-emit-find-links -o $(LOCK) pyproject.toml
+	sed -i '/^nluforge @ /d' $(LOCK)  # the self-reference that the 'all' extra brings in
 
 # A fresh venv with the newest versions pyproject.toml allows, then the fast tests: shows upstream
 # drift before users meet it. Never touches .venv or the lock.
