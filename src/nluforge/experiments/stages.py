@@ -111,12 +111,14 @@ def save_model(prep, model, run_dir: Path) -> Path:
     """Save to ``run_dir/model`` (peft folder, HF folder or method state) with the tokenizer."""
     from nluforge.methods import base
     from nluforge.models.loading import quiet_transformers
+    from nluforge.tasks.custom import write_task_record
 
     saver = getattr(prep.method, "save", base.save)
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=run_dir))
     with quiet_transformers():
         saver(model, tmp)
         prep.tokenizer.save_pretrained(tmp)
+    write_task_record(tmp, prep.spec)  # the labels a custom-task run predicts, for later eval/predict
     return atomic_replace_dir(tmp, run_dir / "model")
 
 
@@ -156,9 +158,13 @@ def load_run(run_dir: Path, *, model_dir: Path | None = None):
     model_dir = model_dir or Path(run_dir) / "model"
     if not model_dir.is_dir():
         raise UserError(f"{run_dir} has no saved model (model/ is missing); did the run finish?")
-    spec = get_task(cfg.task) if cfg.task != "custom" else None
-    if spec is None:
-        raise UserError("evaluating a custom-task run needs --task-file options; not supported yet")
+    if cfg.task == "custom":
+        from nluforge.tasks.custom import run_task_spec
+
+        spec = run_task_spec(model_dir, train_file=cfg.data.train_file, text_fields=cfg.data.text_fields,
+                             label_field=cfg.data.label_field)
+    else:
+        spec = get_task(cfg.task)
     module = method_module(cfg.method)
     method_cfg = method_config(cfg.method, cfg.method_params)
     tokenizer = _run_tokenizer(model_dir, cfg.model)

@@ -6,17 +6,24 @@ train file): integer-valued labels are classes sorted by value, other numbers ma
 task, anything else is a class name, sorted. The spec is named after the file, with accuracy and
 macro-F1 (classification) or Pearson and Spearman (regression). The inferred set is logged, recorded
 in ``TaskData.notes`` and visible as ``spec.label_names``.
+
+A trained run records the spec its model was trained for in ``model/task.json``
+(:func:`write_task_record`), so a custom-task run can be evaluated later without its train file
+(:func:`run_task_spec`). :func:`read_rows` reads the rows of a user's file for ``nluforge eval
+--eval-file`` and ``nluforge predict``: text, and optionally label, id and group columns.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from nluforge.core.errors import UserError
 from nluforge.tasks.data import Split
-from nluforge.tasks.spec import TaskSpec
+from nluforge.tasks.spec import TaskSpec, spec_from_mapping
 from nluforge.tasks.tables import (
     Table,
     column,
@@ -162,3 +169,155 @@ def load_files(
         label_col = column(table, cand["label"], "the label")
         splits[split] = to_split(table, split, text_cols, label_col, encode)
     return spec, splits, notes
+
+
+# ---------------------------------------------------------------- the spec a run was trained for
+
+TASK_RECORD = "task.json"
+_RECORDED = ("name", "text_fields", "label_names", "metrics", "primary_metric", "version")
+
+
+def write_task_record(folder: str | Path, spec: TaskSpec) -> Path:
+    """Record in ``folder/task.json`` what the saved model predicts: its task's name, text fields,
+    label names (in class-id order; ``null`` for regression) and metrics."""
+    path = Path(folder) / TASK_RECORD
+    record = {key: getattr(spec, key) for key in _RECORDED}
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_task_record(folder: str | Path) -> TaskSpec | None:
+    """The spec recorded by :func:`write_task_record`, or None when the folder has none."""
+    path = Path(folder) / TASK_RECORD
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; retrain the run or restore the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object; retrain the run or restore the file")
+    return spec_from_mapping(data, where=str(path))
+
+
+def run_task_spec(
+    model_dir: str | Path,
+    *,
+    train_file: str | Path | None,
+    text_fields: list[str] | None,
+    label_field: str | None,
+) -> TaskSpec:
+    """The spec of a custom-task run, from what the run recorded.
+
+    First ``model/task.json``; for runs saved before it existed, a full model's ``config.json``
+    (``id2label``) with the recorded text fields, else the label set inferred again from the
+    recorded train file (the same sorted rule as at training time).
+    """
+    recorded = read_task_record(model_dir)
+    if recorded is not None:
+        return recorded
+    path = Path(train_file) if train_file else None
+    labels = _config_label_names(Path(model_dir))
+    if labels is not None and text_fields:
+        name = task_name_for(path) if path else "custom"
+        return _custom_spec(name, list(text_fields), labels, path or Path(model_dir))
+    if path is None or not path.is_file():
+        raise UserError(
+            f"{model_dir} does not record its labels ({TASK_RECORD}) and the run's train file "
+            f"{train_file} is gone; restore that file or retrain the run"
+        )
+    log.info("%s: no %s; label set inferred again from %s", model_dir, TASK_RECORD, path)
+    return _infer_spec(read_table(path), text_fields, label_field)
+
+
+def _config_label_names(model_dir: Path) -> tuple[str, ...] | None:
+    """Label names from a saved Hugging Face ``config.json``, unless they are the LABEL_i defaults."""
+    path = model_dir / "config.json"
+    if not path.is_file():
+        return None
+    id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
+    names = tuple(id2label[k] for k in sorted(id2label, key=int))
+    if len(names) < 2 or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
+
+
+# ---------------------------------------------------------------- rows of a user's file
+
+
+@dataclass
+class FileRows:
+    """The rows of a user's file, in file order. ``labels`` are normalized label strings (see
+    :func:`~nluforge.tasks.tables.normalize_label`); ``labels``/``ids``/``groups`` are None when
+    that column was not asked for (``ids``: nor found)."""
+
+    path: Path
+    texts: list[tuple[str, ...]]
+    labels: list[str] | None
+    ids: list[str] | None
+    groups: list[str] | None
+    id_field: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+ID_FIELDS = ("id", "idx", "index")  # an id column picked up when --id-field is not given
+MISSING_GROUP = "(missing)"
+
+
+def read_rows(
+    path: str | Path,
+    spec: TaskSpec,
+    *,
+    text_fields: list[str] | None = None,
+    label_field: str | None = None,
+    need_labels: bool = False,
+    id_field: str | None = None,
+    group_field: str | None = None,
+) -> FileRows:
+    """Read ``path`` (CSV, TSV or JSON lines, optionally gzipped) for a model trained on ``spec``.
+
+    Text columns: ``text_fields``, else the spec's own field names (and their GLUE column names).
+    With ``need_labels``, the label column (``label_field``, default ``label``) must exist and be
+    filled on every row. Every problem is a one-line UserError naming the file, line or column.
+    """
+    path = Path(path)
+    cand = _candidates(spec, text_fields, label_field)
+    table = _read(path, spec, [c for cs in cand.values() for c in cs if isinstance(c, str)])
+    if table.header is not None and not table.header:
+        raise UserError(f"{path} is empty; point at a file with a header and data rows")
+    hint = " (--text-field)"
+    text_cols = [column(table, cand[f], f"text field '{f}'{hint}") for f in spec.text_fields]
+    label_col = column(table, cand["label"], "the label (--label-field)") if need_labels else None
+    group_col = column(table, [group_field], "--group-field") if group_field else None
+    if id_field:
+        id_col = column(table, [id_field], "--id-field")
+    else:
+        found = [f for f in ID_FIELDS if table.header and f in table.header]
+        id_field = found[0] if found else None
+        id_col = table.header.index(id_field) if id_field else None
+    texts: list[tuple[str, ...]] = []
+    labels: list[str] = []
+    ids: list[str] = []
+    groups: list[str] = []
+    for number, row in table.rows():
+        values = [row[i] if i < len(row) else None for i in text_cols]
+        if any(v is None for v in values):
+            raise UserError(f"{path} line {number} lacks a text value; fill it in or drop the row")
+        texts.append(tuple(str(v) for v in values))
+        if label_col is not None:
+            raw = row[label_col] if label_col < len(row) else None
+            key = normalize_label(raw) if raw is not None else ""
+            if not key:
+                raise UserError(f"{path} line {number} has an empty label; fill it in or drop the row")
+            labels.append(key)
+        if group_col is not None:
+            value = row[group_col] if group_col < len(row) else None
+            groups.append(MISSING_GROUP if value is None or str(value).strip() == "" else str(value).strip())
+        if id_col is not None:
+            ids.append("" if id_col >= len(row) or row[id_col] is None else str(row[id_col]))
+    if not texts:
+        raise UserError(f"{path} has no data rows; point at a file with examples")
+    return FileRows(path, texts, labels if label_col is not None else None,
+                    ids if id_col is not None else None, groups if group_col is not None else None, id_field)
