@@ -212,6 +212,7 @@ def test_rerun_replaces_the_record_of_the_same_name(run_dir, data):
     (["--group-field", "year"], ["year", "--group-field"]),
     (["--text-field", "a", "--text-field", "b"], ["1 text field"]),
     (["--task", "sst2"], ["--eval-file or --task"]),
+    (["--split", "validation"], ["--eval-file or --split"]),
 ])
 def test_bad_eval_file_input_is_one_line(run_dir, data, args, needles):
     user_error(run("eval", run_dir, "--eval-file", data / "short_names.csv", "--label-field", "sentiment",

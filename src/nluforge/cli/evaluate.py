@@ -50,6 +50,9 @@ def evaluate(
     if name:
         safe_name(name)
     t = open_target(target, task)
+    if eval_file and task and t.run_dir is not None:
+        raise UserError("give --eval-file or --task, not both (a model that is not a run takes --task "
+                        "to say which task's labels it predicts)")
     if eval_file:
         jobs = [_file_job(t, eval_file, text_fields, label_field, group_field, mapping_given, name)]
     else:
@@ -70,8 +73,8 @@ def evaluate(
 
 
 def _check_flags(eval_file, task, split, text_fields, label_field, group_field, batch_size) -> None:
-    if eval_file and (task or split):
-        raise UserError("give --eval-file or --task/--split, not both")
+    if eval_file and split:
+        raise UserError("give --eval-file or --split, not both")
     if not eval_file:
         given = [f for f, v in (("--text-field", text_fields), ("--label-field", label_field),
                                 ("--group-field", group_field)) if v]

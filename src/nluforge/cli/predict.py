@@ -31,8 +31,7 @@ def predict(
     written to a temporary file and renamed at the end: a failure leaves no partial file.
     """
     from nluforge.cli.targets import load_target_model, open_target
-    from nluforge.eval.predict import predict_texts
-    from nluforge.eval.prediction_files import check_output, prediction_rows, write_predictions
+    from nluforge.eval.prediction_files import check_output
     from nluforge.tasks.custom import read_rows
 
     if batch_size < 1:
@@ -41,9 +40,20 @@ def predict(
     t = open_target(run, None, run_only=True)
     rows = read_rows(input_file, t.spec, text_fields=text_fields, id_field=id_field)
     tokenizer, model = load_target_model(t)
+    n = predict_rows(model, tokenizer, t, rows, output, fmt, batch_size=batch_size, progress=True)
+    typer.echo(f"wrote {n} predictions to {output}", err=True)
+    typer.echo(str(output))
+
+
+def predict_rows(model, tokenizer, t, rows, output: Path, fmt: str, *, batch_size: int,
+                 progress: bool) -> int:
+    """The work of ``nluforge predict`` once the input is read and the model loaded (the benchmark
+    times this): length-sorted batched prediction, then the output file, written atomically."""
+    from nluforge.eval.predict import predict_texts
+    from nluforge.eval.prediction_files import prediction_rows, write_predictions
+
     logits = predict_texts(model, tokenizer, rows.texts, max_length=t.cfg.data.max_length,
-                           batch_size=batch_size, regression=t.spec.is_regression, progress=True)
+                           batch_size=batch_size, regression=t.spec.is_regression, progress=progress)
     out = prediction_rows(logits, t.spec.label_names, rows.ids, rows.id_field)
     write_predictions(output, out, fmt)
-    typer.echo(f"wrote {len(out)} predictions to {output}", err=True)
-    typer.echo(str(output))
+    return len(out)
