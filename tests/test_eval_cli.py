@@ -265,3 +265,33 @@ def test_help_does_not_import_torch():
     assert proc.returncode == 0, proc.stderr
     assert "torch" not in proc.stdout.strip().split(","), proc.stdout
     assert proc.stdout.strip() == "", f"--help imported {proc.stdout.strip()}"
+
+
+def test_plain_regression_model_on_a_file_with_groups(tiny_model_dir, tmp_path):
+    """A model folder (not a run) names its task with --task; regression scores Pearson/Spearman."""
+    from scipy import stats
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from nluforge.eval.predict import predict_texts
+
+    model_dir = tiny_model_dir("bert", num_labels=1)
+    rng = random.Random(5)
+    rows = [(" ".join(rng.sample(FILLER, rng.randint(1, 8))), " ".join(rng.sample(FILLER, rng.randint(1, 8))),
+             round(rng.uniform(0, 5), 2), rng.choice("ab")) for _ in range(40)]
+    path = tmp_path / "sts.jsonl"
+    path.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "score": s, "src": g}) + "\n"
+                            for a, b, s, g in rows))
+    ok(run("eval", model_dir, "--task", "stsb", "--eval-file", path, "--label-field", "score",
+           "--group-field", "src", "--output", tmp_path / "ev.json"))
+    record = json.loads((tmp_path / "ev.json").read_text())["evals"][0]
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    scores = predict_texts(model, AutoTokenizer.from_pretrained(model_dir), [(a, b) for a, b, _, _ in rows],
+                           max_length=128, batch_size=16, regression=True)
+    gold = [s for _, _, s, _ in rows]
+    assert record["metrics"]["pearson"] == pytest.approx(stats.pearsonr(scores, gold)[0], abs=1e-4)
+    in_a = [i for i, r in enumerate(rows) if r[3] == "a"]
+    assert record["groups"]["values"]["a"]["n"] == len(in_a)
+    assert record["groups"]["values"]["a"]["spearman"] == pytest.approx(
+        stats.spearmanr(scores[in_a], [gold[i] for i in in_a])[0], abs=1e-4)
+    user_error(run("eval", model_dir, "--task", "stsb", "--eval-file", path, "--label-field", "score",
+                   "--label-map", "a=b"), "regression")
