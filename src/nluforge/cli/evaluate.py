@@ -4,7 +4,9 @@ the user's own CSV/TSV/JSONL file; results are recorded in ``RUN/evals/<name>.js
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -84,13 +86,18 @@ def _check_flags(eval_file, task, split, text_fields, label_field, group_field, 
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
 
 
+@dataclass
 class _Job:
-    """One evaluation to run: texts and target label ids, how to map predictions, and its record."""
+    """One evaluation to run: texts, gold target ids (or scores), how predictions map, its record."""
 
-    def __init__(self, name, source, spec, texts, labels, mapping, groups=None, group_field=None):
-        self.name, self.source, self.spec = name, source, spec
-        self.texts, self.labels, self.mapping = texts, labels, mapping
-        self.groups, self.group_field = groups, group_field
+    name: str
+    source: dict
+    spec: Any  # the TaskSpec it is scored with
+    texts: list[tuple[str, ...]]
+    labels: Any  # np.ndarray: target label ids, or floats for regression
+    mapping: Any = None  # LabelMapping, None for regression
+    groups: list[str] | None = None
+    group_field: str | None = None
 
 
 def _file_job(t, path: Path, text_fields, label_field, group_field, label_map, name) -> _Job:

@@ -11,6 +11,7 @@ A rerun under the same name replaces the record (written atomically); different 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,5 @@ def write_eval(run_dir: str | Path, record: dict[str, Any]) -> Path:
 
 def read_evals(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every record of ``run_dir/evals/``, sorted by name."""
-    import json
-
     folder = Path(run_dir) / EVALS_DIR
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
