@@ -40,19 +40,24 @@ def accuracy(model, enc: Encoded) -> float:
 
 
 def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evaluate=None, transform=None,
-        model=None, hooks_fn=None, **fit_kwargs):
-    """The tiny BERT (or ``model``) trained by ``fit`` with seed 7; ``hooks_fn(model, steps)`` builds hooks."""
+        model=None, hooks_fn=None, optimizer_fn=None, **fit_kwargs):
+    """The tiny BERT (or ``model``) trained by ``fit`` with seed 7 and AdamW (or ``optimizer_fn(model)``);
+    ``hooks_fn(model, steps)`` builds hooks."""
     from accelerate import Accelerator
 
     torch.manual_seed(0)
     model = model if model is not None else make_tiny("bert", 2)
     steps = total_steps(cfg, len(train))
-    optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
+    if optimizer_fn is not None:
+        optimizer = optimizer_fn(model)
+    else:
+        optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
     scheduler = linear_schedule(optimizer, total_steps=steps, warmup_ratio=0.1)
     result = fit(model, train, cfg=cfg, seed=7, optimizer=optimizer, scheduler=scheduler, pad_id=0,
                  accelerator=Accelerator(cpu=True), evaluate=evaluate, checkpoint_dir=tmp_path,
                  resume=resume, batch_transform=transform, show_progress=False,
                  hooks=hooks_fn(model, steps) if hooks_fn else None, **fit_kwargs)
+    run.optimizer = optimizer  # for tests that inspect its state
     return model, result
 
 
