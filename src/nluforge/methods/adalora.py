@@ -113,7 +113,8 @@ def train_hooks(model: nn.Module, cfg: Config, total_steps: int) -> TrainHooks:
 
     return TrainHooks(after_backward=add_orth_penalty if cfg.orth_reg_weight > 0 else None,
                       after_step=tuner.update_and_allocate,
-                      state_dict=lambda: allocator_state(tuner), load_state_dict=lambda s: load_allocator_state(tuner, s))
+                      state_dict=lambda: allocator_state(tuner),
+                      load_state_dict=lambda state: load_allocator_state(tuner, state))
 
 
 _SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # peft RankAllocator: |w·g|, its EMA, the EMA of its deviation

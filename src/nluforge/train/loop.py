@@ -66,7 +66,7 @@ class LoopState:
     step: int = 0  # optimizer steps taken
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of the current epoch this process has taken
-    examples: int = 0  # examples seen, all processes together
+    examples: int = 0  # examples seen, all processes together (batches repeated to even out processes count again)
     train_time_s: float = 0.0  # wall time since the start, evaluations included, carried over a resume
     eval_time_s: float = 0.0
     best: float | None = None  # best value of the primary metric so far
@@ -178,7 +178,7 @@ def fit(
     """Train ``model`` in place and return what happened. See the module docstring."""
     regression = bool(train.labels) and isinstance(train.labels[0], float)
     world, rank = accelerator.num_processes, accelerator.process_index
-    sampler = sampler or _default_sampler(train, cfg)
+    sampler = sampler if sampler is not None else _default_sampler(train, cfg)
     _check_inputs(train, sampler, cfg, world)
     n_steps = total_steps(cfg, len(train), world)
     state = LoopState()

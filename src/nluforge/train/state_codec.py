@@ -54,8 +54,8 @@ class FlatCodec:
                     scalars[name] = value
                 else:
                     raise UserError(f"optimizer state '{name}' holds a {type(value).__name__}, which a checkpoint "
-                                    "cannot store; register a codec for this optimizer with "
-                                    "nluforge.train.state_codec.register_optimizer_codec, or set checkpoint_every=null")
+                                    "cannot store; register a codec for this optimizer class with "
+                                    "nluforge.train.state_codec.register_optimizer_codec")
         return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
     def decode(self, tensors: Tensors, meta: dict[str, Any]) -> dict[str, Any]:
