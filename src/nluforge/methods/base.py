@@ -33,6 +33,10 @@ class TrainHooks:
     after_backward: Callable[[int], None] | None = None  # gradients ready, before clipping and the step
     after_step: Callable[[int], None] | None = None  # after optimizer.step, before zero_grad (AdaLoRA)
     on_train_end: Callable[[], None] | None = None
+    # State the hooks keep between steps (nested dicts/lists of tensors and JSON values), saved in
+    # training checkpoints and restored on resume, so a resumed run continues exactly (AdaLoRA).
+    state_dict: Callable[[], dict[str, Any]] | None = None
+    load_state_dict: Callable[[dict[str, Any]], None] | None = None
 
 
 def freeze(module: nn.Module) -> nn.Module:
