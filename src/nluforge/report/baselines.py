@@ -29,8 +29,11 @@ class BaselineRow:
     kind: str  # "majority" | "embedding"
     metrics: dict[str, Stat] = field(default_factory=dict)
 
+    def stat(self, metric: str | None) -> Stat | None:
+        return self.metrics.get(metric or "")
+
     def score(self, metric: str | None) -> float | None:
-        stat = self.metrics.get(metric or "")
+        stat = self.stat(metric)
         return stat.mean if stat else None
 
 
@@ -65,7 +68,8 @@ def majority(runs: list[RunRecord], metric_names: list[str], regression: bool) -
 
 
 def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
-    """Rows for the ``metrics["baselines"]`` entries of the runs, averaged over the runs that have them."""
+    """Rows for the ``metrics["baselines"]`` entries of the runs, averaged over the runs that have them
+    (no interval: they come without predictions)."""
     values: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         for split, suffix in dev_splits(run.baselines):
@@ -74,7 +78,7 @@ def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
                     if isinstance(value, int | float) and not isinstance(value, bool):
                         values.setdefault(name, {}).setdefault(with_suffix(metric, suffix), []).append(value)
     return [
-        BaselineRow(f"{name} (embeddings)", "embedding", {m: s for m, v in by.items() if (s := Stat.of(v))})
+        BaselineRow(f"{name} (embeddings)", "embedding", {m: Stat(sum(v) / len(v), None, len(v)) for m, v in by.items()})
         for name, by in sorted(values.items())
     ]
 

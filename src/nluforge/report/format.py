@@ -118,7 +118,7 @@ def flags(task: TaskReport, row: VariantRow) -> list[str]:
     for base in task.baselines:
         ref = base.score(task.primary) if base.kind == "embedding" else None
         if ref is not None and score is not None and (stat.lo if stat.lo is not None else score) <= ref:
-            out.append(f"does not beat the {base.label} baseline ({100 * ref:.1f})")
+            out.append(f"not clearly above the {base.label} baseline ({100 * ref:.1f})")
     return out + row.flags
 
 

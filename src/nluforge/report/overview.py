@@ -93,6 +93,10 @@ def _signed(value: float) -> str:
     return f"{100 * value:+.1f}".replace("-", "\u2212")
 
 
+def _others(n: int) -> str:
+    return "the other variant" if n == 1 else f"the other {n} variants"
+
+
 def task_findings(task: TaskReport) -> list[str]:
     """Sentences about one task, each backed by a significant test or read from the predictions."""
     metric = display_name(task.primary) if task.primary else ""
@@ -122,7 +126,7 @@ def task_findings(task: TaskReport) -> list[str]:
         worst_p = max(sig.test(best.key, r.key)[1] for r in rest[1:])
         out.append(
             f"On {task.task}, {best.label} is the best variant ({_pct(best.score(task.primary))} {metric}), "
-            f"significantly above the other {len(rest) - 1} (Holm-adjusted p ≤ {worst_p:.2g})."
+            f"significantly above {_others(len(rest) - 1)} (Holm-adjusted p ≤ {worst_p:.2g})."
         )
     for row in task.rows:
         if row.parent_key and any(r.key == row.parent_key for r in task.rows):

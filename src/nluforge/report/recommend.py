@@ -10,7 +10,7 @@ trainable parameters of full"). A degenerate or dominated variant is never named
 
 from __future__ import annotations
 
-from nluforge.report.format import fmt_axis_value, fmt_ratio, fmt_stat
+from nluforge.report.format import flags, fmt_axis_value, fmt_ratio, fmt_stat
 from nluforge.report.metrics import display_name
 from nluforge.report.pareto import COST_AXES, ROBUST_PREFIX, CostAxis, cost_points, robust_points
 from nluforge.report.significance import candidates, separation_advice, tied_with_best
@@ -45,7 +45,9 @@ def best_overall(task: TaskReport) -> Recommendation | None:
     best = tied[0]
     if len(tied) == 1:
         others = len(candidates(task)) - 1
-        why = f", significantly above the other {others}" if others else ""
+        why = {0: "", 1: ", significantly above the other variant"}.get(
+            others, f", significantly above the other {others} variants"
+        )
         return Recommendation("Best overall", (f"{best.label}: {_score(best, task.primary)} (n={best.n}){why}",), (best.key,))
     sig = task.significance
     found = sig.test(tied[0].key, tied[1].key)
@@ -70,7 +72,8 @@ def _trade(task: TaskReport, axis: CostAxis, row: VariantRow, ref: VariantRow) -
     share = f"{fmt_ratio(cost / ref_cost)} of {axis.noun} of {ref.label}" if ref_cost > 0 else axis.noun
     absolute = fmt_axis_value(axis.field, cost) + axis.unit
     change = f"{delta:+.1f}".replace("-", "\u2212")  # a typographic minus
-    return f"{row.label}: {_score(row, metric)} ({change} points) with {share} ({absolute})"
+    warn = "".join(f"; {flag}" for flag in flags(task, row))
+    return f"{row.label}: {_score(row, metric)} ({change} points) with {share} ({absolute}{warn})"
 
 
 def budget(task: TaskReport, axis: CostAxis) -> Recommendation | None:

@@ -96,12 +96,12 @@ def derive(runs: list[RunRecord]) -> tuple[list[RunRecord], dict[str, str]]:
 def _labels(runs: list[RunRecord], parents: dict[str, str], configs: dict[str, Any]) -> dict[str, str]:
     """Plain variants labelled from configs; a derived one as ``<parent label> → <step>``."""
     plain = {r.key: r.config for r in runs if r.key not in parents}
-    extra = {p: configs[p] for p in parents.values() if p not in plain and p in configs}
+    derived = sorted({r.key for r in runs if r.key in parents}, key=len)  # parents before children
+    extra = {parents[k]: configs[parents[k]] for k in derived if parents[k] not in plain and parents[k] in configs}
     labels = label_variants({**plain, **extra})
-    for key in sorted(parents, key=len):  # a chain's parent is labelled before its child
+    for key in derived:
         step = key.rsplit(" → ", 1)[1]
-        parent = parents[key]
-        labels[key] = f"{labels.get(parent, '?')} → {step}"
+        labels[key] = f"{labels.get(parents[key], '?')} → {step}"
     return labels
 
 
