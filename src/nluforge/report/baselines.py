@@ -78,7 +78,11 @@ def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
                     if isinstance(value, int | float) and not isinstance(value, bool):
                         values.setdefault(name, {}).setdefault(with_suffix(metric, suffix), []).append(value)
     return [
-        BaselineRow(f"{name} (embeddings)", "embedding", {m: Stat(sum(v) / len(v), None, len(v)) for m, v in by.items()})
+        BaselineRow(
+            f"{name} (embeddings)",
+            "embedding",
+            {m: Stat(sum(v) / len(v), None, len(v)) for m, v in by.items()},
+        )
         for name, by in sorted(values.items())
     ]
 

@@ -64,9 +64,7 @@ class RunRecord:
 
 def _numeric_costs(raw: dict[str, Any]) -> dict[str, float]:
     """Numeric cost fields; ``standalone_size_mb`` falls back to ``model_size_mb`` (older results)."""
-    out = {
-        k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    out = {k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if "standalone_size_mb" not in out and "model_size_mb" in out:
         out["standalone_size_mb"] = out["model_size_mb"]
     return out

@@ -138,7 +138,11 @@ def table_columns(task: TaskReport) -> list[Column]:
             )
         )
     for name in task.robust_names:
-        columns.append(Column(_capitalized(name), lambda r, n=name: fmt_stat(r.robust.get(n)) if _is_variant(r) else DASH))
+        columns.append(
+            Column(
+                _capitalized(name), lambda r, n=name: fmt_stat(r.robust.get(n)) if _is_variant(r) else DASH
+            )
+        )
     for header, field, cell in COST_COLUMNS:
         if any(field in r.cost for r in task.rows):
             columns.append(Column(header, lambda r, c=cell: c(r) if _is_variant(r) else DASH))

@@ -87,7 +87,12 @@ def _cell(column: Column, text: str) -> str:
     notes = column.header == "Notes"
     classes = [
         c
-        for c, on in (("num", column.numeric), ("primary", column.primary), ("empty", text == DASH), ("notes", notes))
+        for c, on in (
+            ("num", column.numeric),
+            ("primary", column.primary),
+            ("empty", text == DASH),
+            ("notes", notes),
+        )
         if on
     ]
     return f'<td class="{" ".join(classes)}">{escape(text)}</td>'
@@ -164,7 +169,10 @@ def _group_table(row: EvalRow) -> str:
     )
     body = "".join(
         f"<tr><td>{escape(value)}</td><td class='num'>{int(g.get('n', 0)):,}</td>"
-        + "".join(f"<td class='num'>{100 * g[n]:.1f}</td>" if n in g else f"<td class='num empty'>{DASH}</td>" for n in names)
+        + "".join(
+            f"<td class='num'>{100 * g[n]:.1f}</td>" if n in g else f"<td class='num empty'>{DASH}</td>"
+            for n in names
+        )
         + "</tr>"
         for value, g in row.groups.items()
     )

@@ -86,7 +86,9 @@ def _evals(task: TaskReport) -> list[str]:
         lines += [f"- **{row.name}** · {row.label} · {row.source} · n = {row.n:,} · {metrics}{runs}", ""]
         if row.groups:
             names = list(dict.fromkeys(k for g in row.groups.values() for k in g if k != "n"))
-            lines.append(f"| {row.group_field or 'group'} | n | " + " | ".join(display_name(n) for n in names) + " |")
+            lines.append(
+                f"| {row.group_field or 'group'} | n | " + " | ".join(display_name(n) for n in names) + " |"
+            )
             lines.append("|:---|---:|" + "---:|" * len(names))
             for value, g in row.groups.items():
                 cells = [f"{100 * g[n]:.1f}" if n in g else DASH for n in names]
@@ -105,7 +107,9 @@ def _overview(report: Report) -> list[str]:
             "",
             "Primary metric per task, % ± half the 95% interval; the average is the unweighted mean.",
             "",
-            "| Variant | " + " | ".join(f"{t} ({m})" for t, m in view.tasks) + (" | Average |" if avg else " |"),
+            "| Variant | "
+            + " | ".join(f"{t} ({m})" for t, m in view.tasks)
+            + (" | Average |" if avg else " |"),
             "|:---|" + "---:|" * (len(view.tasks) + avg),
         ]
         for row in view.rows:

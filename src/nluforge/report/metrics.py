@@ -34,7 +34,11 @@ DISPLAY_NAMES = {
 }
 
 CLEAN_STAGES = ("compressed", "trained")  # latest first
-NON_CLEAN_STAGES = ("attacked", "audited", "baselines")  # robust, privacy or reference numbers, never the score
+NON_CLEAN_STAGES = (
+    "attacked",
+    "audited",
+    "baselines",
+)  # robust, privacy or reference numbers, never the score
 BASELINES_STAGE = "baselines"  # metrics["baselines"][split] = {"logreg": {metric: value}, ...}
 ADVGLUE = "advglue"
 ADVGLUE_NAME = "AdvGLUE acc"

@@ -71,7 +71,9 @@ def overview(tasks: list[TaskReport]) -> Overview:
         average = _average(scored) if len(scored) == len(tasks) else None
         rows.append(OverviewRow(label, cells, average, notes))
     first = tasks[0].task
-    rows.sort(key=lambda r: -(r.average.mean if r.average else (r.cells[first].mean if r.cells[first] else -9)))
+    rows.sort(
+        key=lambda r: -(r.average.mean if r.average else (r.cells[first].mean if r.cells[first] else -9))
+    )
     base_cells = {t.task: _majority(t) for t in tasks}
     if any(base_cells.values()):
         scored = [c for c in base_cells.values() if c is not None]
@@ -108,7 +110,9 @@ def task_findings(task: TaskReport) -> list[str]:
         ref = f" (the majority baseline scores {_pct(majority.mean)} {metric})" if majority else ""
         out.append(f"On {task.task}, every variant {degenerate[0].degenerate}{ref}: nothing was learned.")
     elif degenerate:
-        out.append(f"On {task.task}, {len(degenerate)} of {len(task.rows)} variants {degenerate[0].degenerate}.")
+        out.append(
+            f"On {task.task}, {len(degenerate)} of {len(task.rows)} variants {degenerate[0].degenerate}."
+        )
     if sig is None:
         return out
     tested = [k for k, p in sig.adjusted_baseline.items() if p is not None]
@@ -141,5 +145,5 @@ def task_findings(task: TaskReport) -> list[str]:
 
 
 def findings(tasks: list[TaskReport]) -> list[str]:
-    """"What this run shows", task by task."""
+    """ "What this run shows", task by task."""
     return [sentence for task in tasks for sentence in task_findings(task)]

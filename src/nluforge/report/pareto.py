@@ -115,7 +115,9 @@ def robust_front(points: Mapping[str, tuple[float, float]]) -> set[str]:
     return pareto_front({k: (-clean, robust) for k, (clean, robust) in points.items()})
 
 
-def significant_front(task: TaskReport, points: Mapping[str, tuple[float, float]]) -> tuple[list[str], set[str]]:
+def significant_front(
+    task: TaskReport, points: Mapping[str, tuple[float, float]]
+) -> tuple[list[str], set[str]]:
     """``(front, within_noise)`` on one axis: the front cheapest first, each step significantly better
     than the one before; and the keys dominated only within noise (see the module docstring)."""
     sig = task.significance
@@ -125,7 +127,9 @@ def significant_front(task: TaskReport, points: Mapping[str, tuple[float, float]
         if not front or (points[key][0] > points[front[-1]][0] and sig.better(key, front[-1])):
             front.append(key)
     rest = [k for k in order if k not in front]
-    clearly = {k for k in rest if any(points[w][0] <= points[k][0] and sig.better(w, k) for w in points if w != k)}
+    clearly = {
+        k for k in rest if any(points[w][0] <= points[k][0] and sig.better(w, k) for w in points if w != k)
+    }
     return front, set(rest) - clearly
 
 

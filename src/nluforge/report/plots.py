@@ -167,10 +167,14 @@ def _draw_points(ax, points: list[_Point]) -> None:
 def _draw_references(ax, refs: list[_Reference]) -> None:
     for ref in refs:
         draw = ax.axvline if ref.vertical else ax.axhline
-        line = draw(ref.value, color="#8c959f", linestyle=":" if ref.dotted else "-.", linewidth=1.1, zorder=1)
+        line = draw(
+            ref.value, color="#8c959f", linestyle=":" if ref.dotted else "-.", linewidth=1.1, zorder=1
+        )
         line.set_gid(ref.gid)
-        where = dict(x=ref.value, y=0.98, ha="right", va="top", rotation=90) if ref.vertical else dict(
-            x=0.99, y=ref.value, ha="right", va="bottom"
+        where = (
+            dict(x=ref.value, y=0.98, ha="right", va="top", rotation=90)
+            if ref.vertical
+            else dict(x=0.99, y=ref.value, ha="right", va="bottom")
         )
         transform = ax.get_xaxis_transform() if ref.vertical else ax.get_yaxis_transform()
         ax.text(s=ref.label, fontsize=6.5, color="#6e7781", transform=transform, zorder=1, **where)
@@ -188,7 +192,7 @@ def _draw_links(ax, points: list[_Point]) -> None:
             arrowprops=dict(arrowstyle="->", color="#57606a", linewidth=0.9, shrinkA=5, shrinkB=5),
             zorder=2,
         )
-        arrow.set_gid(f"derived-{i}")
+        arrow.arrow_patch.set_gid(f"derived-{i}")
 
 
 def _draw_frontier(ax, points: list[_Point], where: str) -> None:

@@ -48,7 +48,9 @@ def best_overall(task: TaskReport) -> Recommendation | None:
         why = {0: "", 1: ", significantly above the other variant"}.get(
             others, f", significantly above the other {others} variants"
         )
-        return Recommendation("Best overall", (f"{best.label}: {_score(best, task.primary)} (n={best.n}){why}",), (best.key,))
+        return Recommendation(
+            "Best overall", (f"{best.label}: {_score(best, task.primary)} (n={best.n}){why}",), (best.key,)
+        )
     sig = task.significance
     found = sig.test(tied[0].key, tied[1].key)
     verdict = (
@@ -87,7 +89,11 @@ def budget(task: TaskReport, axis: CostAxis) -> Recommendation | None:
         value = fmt_axis_value(axis.field, ref.cost[axis.field]) + axis.unit
         costlier = any(points[k][0] > points[ref.key][0] for k in points if k != ref.key)
         tail = ": no costlier variant scores significantly higher on this data" if costlier else ""
-        lead = f"{ref.label} ({value})" if costlier else f"{ref.label} {axis.cheapest} ({value}): no variant trades score for less"
+        lead = (
+            f"{ref.label} ({value})"
+            if costlier
+            else f"{ref.label} {axis.cheapest} ({value}): no variant trades score for less"
+        )
         items: tuple[str, ...] = (lead + tail,)
     else:
         items = tuple(_trade(task, axis, row, ref) for row in cheaper)

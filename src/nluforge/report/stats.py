@@ -223,7 +223,9 @@ def from_seeds(values: Sequence[float]) -> Evidence:
     mean = float(np.mean(values))
     if len(values) < 2:
         return Evidence(mean, None, None, "none", tuple(values))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    half = float(
+        stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    )
     return Evidence(mean, mean - half, mean + half, "seeds (t)", tuple(float(v) for v in values))
 
 

@@ -97,7 +97,9 @@ def _labels(runs: list[RunRecord], parents: dict[str, str], configs: dict[str, A
     """Plain variants labelled from configs; a derived one as ``<parent label> → <step>``."""
     plain = {r.key: r.config for r in runs if r.key not in parents}
     derived = sorted({r.key for r in runs if r.key in parents}, key=len)  # parents before children
-    extra = {parents[k]: configs[parents[k]] for k in derived if parents[k] not in plain and parents[k] in configs}
+    extra = {
+        parents[k]: configs[parents[k]] for k in derived if parents[k] not in plain and parents[k] in configs
+    }
     labels = label_variants({**plain, **extra})
     for key in derived:
         step = key.rsplit(" → ", 1)[1]
@@ -105,7 +107,9 @@ def _labels(runs: list[RunRecord], parents: dict[str, str], configs: dict[str, A
     return labels
 
 
-def _task_report(name: str, completed: list[RunRecord], labels: dict[str, str], parents: dict[str, str], alpha: float) -> TaskReport:
+def _task_report(
+    name: str, completed: list[RunRecord], labels: dict[str, str], parents: dict[str, str], alpha: float
+) -> TaskReport:
     task = task_table(name, completed, labels)
     for row in task.rows:
         row.parent_key = parents.get(row.key)

@@ -141,7 +141,7 @@ def _stats(runs: list[RunRecord], attr: str) -> dict[str, Stat]:
 
 
 def degenerate(runs: list[RunRecord], regression: bool) -> tuple[str | None, list[str]]:
-    """"predicts one class" when every run with predictions predicts one value on its dev split;
+    """ "predicts one class" when every run with predictions predicts one value on its dev split;
     a note when only some seeds collapsed."""
     collapsed = [len(set(e.preds.tolist())) == 1 for r in runs if (e := r.predictions.get("")) is not None]
     what = "predicts a constant" if regression else "predicts one class"

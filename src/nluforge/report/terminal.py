@@ -38,7 +38,9 @@ def task_table(task: TaskReport) -> Table:
             star = Text("◇ ", style="dim")
         style = None if isinstance(row, VariantRow) else "italic dim"
         cells = [c.cell(row) for c in columns[1:]]
-        table.add_row(star + Text(row.label), *(Text(x, style="dim") if x == DASH else x for x in cells), style=style)
+        table.add_row(
+            star + Text(row.label), *(Text(x, style="dim") if x == DASH else x for x in cells), style=style
+        )
     return table
 
 
