@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nluforge.core.errors import UserError
 from nluforge.report import build_report, load_report
 from nluforge.report.tables import TaskReport, VariantRow
 
@@ -186,3 +187,22 @@ def test_a_bad_predictions_file_costs_only_its_intervals(tmp_path):
     assert len(warnings) == 1 and "predictions.jsonl" in warnings[0] and "line 1" in warnings[0]
     stat = report.tasks[0].rows[0].stat("mcc")
     assert stat.mean == pytest.approx(0.602, abs=1e-3) and stat.lo is None  # score kept, no interval
+
+
+def test_the_significance_level_is_the_users(tmp_path):
+    strict = load_report(NOISE / "clear", alpha=1e-12)  # full vs int8 on SST-2: p = 6.5e-05
+    sst2 = task(strict, "sst2")
+    assert sst2.recommendations[0].text.startswith(
+        "none named: full, full → compress:int8_dynamic, lora (r=8)"
+    )
+    assert "α = 1e-12" in sst2.recommendations[0].text
+    with pytest.raises(UserError, match=r"significance level must be in \(0, 0.5\], got 0"):
+        load_report(NOISE / "clear", alpha=0)
+
+
+def test_cli_rejects_a_bad_alpha_in_one_line(tmp_path):
+    from test_report import nluforge
+
+    proc = nluforge("report", str(NOISE / "clear"), "--alpha", "2", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: significance level must be in")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

@@ -17,6 +17,11 @@ def report(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Where to write the report [default: RESULTS_DIR/report]."
     ),
+    alpha: float = typer.Option(
+        0.05,
+        "--alpha",
+        help="Significance level of the comparisons (Holm-corrected) behind every recommendation.",
+    ),
 ) -> None:
     """Compare every variant in a results directory: tables, Pareto plots, what to use for your budget."""
     from rich.console import Console
@@ -24,7 +29,9 @@ def report(
     from nluforge.report import load_report, print_report, write_report
     from nluforge.report.build import DEFAULT_OUT
 
-    loaded = load_report(results_dir, on_warning=lambda msg: typer.echo(f"warning: {msg}", err=True))
+    loaded = load_report(
+        results_dir, on_warning=lambda msg: typer.echo(f"warning: {msg}", err=True), alpha=alpha
+    )
     paths = write_report(loaded, out if out is not None else results_dir / DEFAULT_OUT)
     console = Console()
     print_report(loaded, console)

@@ -259,7 +259,8 @@ def _header(report: Report) -> str:
     links += ['<a href="#failed">failed runs</a>'] if report.failed else []
     return (
         f"<header><h1>Which variant for your budget?</h1>"
-        f'<p class="sub">nluforge report of <code>{escape(str(report.results_dir))}</code> · generated {escape(report.generated)}</p>'
+        f'<p class="sub">nluforge report of <code>{escape(str(report.results_dir))}</code> · generated {escape(report.generated)}'
+        f" · 95% intervals · significance level α = {report.alpha:g}, Holm-corrected</p>"
         f'<div class="stats">{cards}</div><nav>{"".join(links)}</nav></header>'
     )
 

@@ -151,7 +151,8 @@ def render_markdown(report: Report, plots: dict[str, list[Plot]], plot_dir: str 
         "",
         f"nluforge report of `{report.results_dir}` · generated {report.generated} · "
         f"{len(report.tasks)} tasks, {report.n_variants} variants, {report.n_runs} result files, "
-        f"{len(report.failed)} failed, {len(report.skipped)} unreadable",
+        f"{len(report.failed)} failed, {len(report.skipped)} unreadable · 95% intervals · significance "
+        f"level α = {report.alpha:g}, Holm-corrected",
         "",
     ]
     lines += _overview(report)
