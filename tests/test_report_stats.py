@@ -137,6 +137,18 @@ def test_seed_scores_alone_give_a_t_interval_and_a_welch_test():
     assert one.lo is None and compare("accuracy", one, b).p is None
 
 
+def test_mcnemar_is_the_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    from nluforge.report.stats import mcnemar
+
+    for only_a, only_b in ((0, 5), (3, 9), (20, 20), (1, 0), (40, 12)):
+        a = np.array([True] * only_a + [False] * only_b + [True] * 7)
+        b = np.array([False] * only_a + [True] * only_b + [True] * 7)
+        expected = binomtest(only_a, only_a + only_b, 0.5).pvalue
+        assert mcnemar(a, b) == pytest.approx(expected, rel=1e-9)
+
+
 def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5]) == [0.5] and holm([]) == []

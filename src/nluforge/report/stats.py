@@ -251,14 +251,15 @@ def _normal_p(diff: float, se: float) -> float:
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
-    """Exact McNemar p-value: a binomial test on the examples exactly one of the two gets right."""
-    from scipy.stats import binomtest
+    """Exact McNemar p-value: a two-sided binomial test (p = 1/2) on the examples exactly one of the
+    two gets right. The binomial CDF ufunc, not ``scipy.stats.binomtest``: 100x faster, same value."""
+    from scipy.special import bdtr
 
     only_a = int(np.sum(correct_a & ~correct_b))
     only_b = int(np.sum(~correct_a & correct_b))
     if only_a + only_b == 0:
         return 1.0
-    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    return float(min(1.0, 2 * bdtr(min(only_a, only_b), only_a + only_b, 0.5)))
 
 
 def compare(metric: str, a: Evidence, b: Evidence) -> Comparison:
