@@ -158,8 +158,8 @@ def test_bootstrap_is_fast_for_fifty_variants():
     labels, _ = _classes(1000, 2, seed=9)
     rng = np.random.default_rng(10)
     evals = [Eval(labels, np.where(rng.random(1000) < 0.85, labels, 1 - labels)) for _ in range(50)]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time of this process: other jobs on the machine do not count
     evidence = [bootstrap(m, [e]) for e in evals for m in ("accuracy", "f1", "mcc")]
     pairs = [compare("accuracy", evidence[3 * i], evidence[3 * j]) for i in range(50) for j in range(i)]
-    elapsed = time.perf_counter() - start
-    assert len(pairs) == 1225 and elapsed < 5, elapsed
+    elapsed = time.process_time() - start
+    assert len(pairs) == 1225 and elapsed < 3, elapsed
