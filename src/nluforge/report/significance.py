@@ -116,12 +116,11 @@ def separation_advice(task: TaskReport, a: VariantRow, b: VariantRow) -> str:
         )
     comp, _ = found
     advice = []
-    if sig.above_baseline(a.key) is None and sig.above_baseline(b.key) is None:
-        pass
-    elif not (sig.above_baseline(a.key) and sig.above_baseline(b.key)):
+    tested = [sig.above_baseline(a.key), sig.above_baseline(b.key)]
+    if False in tested:  # one was tested against the majority baseline and is not clearly above it
         advice.append("more training (not all of them are clearly above the majority baseline)")
     if comp.se and comp.se > 0:
-        m = max(1, sig.n_pairs)
+        m = max(1, sig.n_pairs)  # Holm's strictest threshold, alpha / m: a conservative detectable size
         mdd = detectable_difference(comp.se, sig.alpha / m)
         n = (a.stat(task.primary).evidence.n_examples if a.stat(task.primary) else None) or 0
         if abs(comp.diff) > 1e-9 and n:
