@@ -263,6 +263,22 @@ def test_ia3_vectors_get_no_weight_decay():
             assert group["weight_decay"] == 0.0
 
 
+def test_optimizer_reads_the_no_decay_declaration_generically():
+    """Any model may name parameters that must not decay; the optimizer does not know the method."""
+    from nluforge.optim import NO_DECAY, build_optimizer
+
+    model = make_tiny("bert")
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    by_name = dict(model.named_parameters())
+
+    def decay_of(name):
+        groups = build_optimizer("adamw", model, lr=1e-2, weight_decay=0.1).param_groups
+        return next(g["weight_decay"] for g in groups if any(p is by_name[name] for p in g["params"]))
+
+    assert decay_of(query) == 0.1
+    setattr(model, NO_DECAY, frozenset({query}))
+    assert decay_of(query) == 0.0
+
 
 # --- real training: the default model learns SST-2 ------------------------------------------------
 
