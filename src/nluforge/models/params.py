@@ -40,14 +40,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 BASE_REF = "base_model.json"  # in a saved folder that holds only trained tensors: which base they apply to
 _TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                     "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-                    "tokenizer.model", "chat_template.jinja"}
+                    "tokenizer.model", "chat_template.jinja", "README.md"}  # README: peft's model card
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.onnx")  # one format is counted: the first found
 
 
 @dataclass(frozen=True)
 class SizeFigures:
-    """Sizes in MB (10^6 bytes) of a saved model folder, tokenizer files excluded (every variant ships
-    the same tokenizer).
+    """Sizes in MB (10^6 bytes) of a saved model folder, tokenizer files (every variant ships the same
+    tokenizer) and peft's model card excluded.
 
     ``delta_mb``: what must ship on top of the base model (an adapter, trained biases, a head; for a
     full or compressed model, the whole folder). ``standalone_mb``: the servable model on its own, the
