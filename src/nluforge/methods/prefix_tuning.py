@@ -25,7 +25,11 @@ N, as a cache would), so ``data.max_length`` alone is limited by the model's pos
 placeholder rows also compute (unused) queries, a small cost next to the layer's FFN; the saved form
 holds the trained tensors (the table, or the MLP and its input embedding) and the head, so a run
 trained with the MLP reloads exactly and can be trained further (peft saves the projected prefixes).
-On the default model, a 47-step SST-2 run learned at lr 3e-2 through peft's implementation (72%).
+The prefixes are handed to the layers for the duration of one ``forward`` call, so activation
+(gradient) checkpointing, which re-runs layers during ``backward``, is not supported.
+On the default model, a 47-step SST-2 run (1,500 examples, batch 32, lr 3e-2, max_length 64) reaches
+73.2% dev accuracy (peft's cache-based version did 72.1%); with the MLP at that lr it stays at the
+majority class (50.9%).
 """
 
 from __future__ import annotations
