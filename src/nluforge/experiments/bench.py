@@ -136,10 +136,6 @@ _TOKENS = {"sst2": 14, "cola": 11, "mrpc": 53, "stsb": 31, "qnli": 50, "rte": 70
            "qqp": 30, "mnli": 40}
 _EVAL_SIZE = {"sst2": 872 + 148, "cola": 1043, "mrpc": 408, "stsb": 1500, "qnli": 5463 + 148,
               "rte": 277 + 81, "wnli": 71, "qqp": 40430 + 78, "mnli": 19647 + 283}
-# Training speed relative to full fine-tuning (the backward pass through frozen layers remains).
-_SPEED = {"full": 1.0, "linear_probe": 3.0, "bitfit": 1.4, "lora": 1.25, "dylora": 1.2, "adalora": 1.1,
-          "ia3": 1.3, "prompt_tuning": 1.0, "prefix_tuning": 1.2, "lopa": 1.0, "adapter": 1.25,
-          "lst": 2.0, "prompt_based": 0.9}
 _FIXED_S = 10.0  # loading, saving, latency measurement
 
 
@@ -155,9 +151,19 @@ def train_examples(cfg: Any) -> float:
 def guess_seconds(cfg: Any) -> float:
     """Full fine-tuning of the default model on one 2-core CPU: ~(10 + 0.7·tokens) ms per example."""
     tokens = min(_TOKENS.get(cfg.task, 40), cfg.data.max_length)
-    per_example = (0.010 + 0.0007 * tokens) / _SPEED.get(cfg.method, 1.0)
+    per_example = (0.010 + 0.0007 * tokens) / _relative_speed(cfg.method)
     evals = min(_EVAL_SIZE.get(cfg.task, 1000), (cfg.data.max_eval_samples or 10**9) + 300)
     return train_examples(cfg) * per_example + evals * per_example / 3 + _FIXED_S
+
+
+def _relative_speed(method: str) -> float:
+    """The method's training speed relative to full fine-tuning, from its registry entry (1.0 if unknown)."""
+    from nluforge.methods import METHODS
+
+    try:
+        return METHODS.entry(method).meta.get("relative_speed", 1.0)
+    except UserError:
+        return 1.0
 
 
 def _group(config: dict[str, Any]) -> tuple[str, str, str]:
