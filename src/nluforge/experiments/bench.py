@@ -15,8 +15,8 @@ from typing import Any
 
 from nluforge.core.config import merge, overrides_to_dict
 from nluforge.core.errors import UserError
+from nluforge.experiments.cells import State, cell_state
 from nluforge.experiments.grid import Cell, Grid, load_grid
-from nluforge.experiments.runners import State, cell_state
 
 DATA_DIR_ENV = "NLUFORGE_DATA_DIR"
 
