@@ -250,6 +250,8 @@ def test_torchrun_two_processes_write_one_run(tmp_path, tiny_model_dir, glue_dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(runs) == 1 and (runs[0] / "result.json").is_file()
+    assert not (runs[0] / "checkpoints").exists()  # no rank wrote into it after the main one cleaned up
+    assert proc.stderr.count("run directory:") == 1  # one process speaks
     result = json.loads((runs[0] / "result.json").read_text())
     assert result["run_info"]["status"] == "completed"
     assert result["cost"]["train_examples"] == 4 * 16 * 2  # both processes trained, each on its own batches

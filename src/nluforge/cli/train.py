@@ -50,10 +50,13 @@ def train(
     run_dir = output_dir / cfg.parent().run_id()  # compress steps: derived runs beside it, afterwards
     if resume and not (run_dir / "checkpoints").is_dir():
         fail(f"nothing to resume: {run_dir} has no checkpoints; run again without --resume")
+    from nluforge.core.runtime import is_main_process
+
     prep = prepare(cfg)
-    for note in prep.notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(f"run directory: {run_dir}", err=True)
+    if is_main_process():  # under torchrun, every process gets here; one speaks
+        for note in prep.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"run directory: {run_dir}", err=True)
     result = execute(prep, run_dir, resume=resume, show_progress=True)
     if result is None:  # not the main process of a multi-process run: the main one records and prints
         return

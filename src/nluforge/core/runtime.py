@@ -54,8 +54,15 @@ def device_and_accelerator(precision: Precision = "auto") -> tuple[Any, Any]:
 
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolve_precision(precision)]
     AcceleratorState._reset_state(reset_partial_state=False)
-    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=1)
+    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=1, cpu=_cpu_only())
     return acc.device, acc
+
+
+def _cpu_only() -> bool:
+    """accelerate starts a (gloo) process group for CPU processes only when told they are CPU-only."""
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def is_distributed() -> bool:
@@ -67,7 +74,7 @@ def process_state():
     """accelerate's per-process state (rank, world size); starts the process group under torchrun."""
     from accelerate.state import PartialState
 
-    return PartialState()
+    return PartialState(cpu=_cpu_only())
 
 
 def is_main_process() -> bool:

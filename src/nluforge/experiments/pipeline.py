@@ -172,7 +172,7 @@ def _measure(state: RunState) -> None:
 _ATTACK = Stage("attack", _run_steps("attack", "ATTACKS", "attacked"), _has("attack"))
 _AUDIT = Stage("audit", _run_steps("audit", "AUDITS", "audited"), _has("audit"))
 
-# Stages that every process runs come first: the other processes leave at the first main-only stage.
+# Stages that every process runs (all_ranks) come first; the others run on the main process only.
 TRAINED: tuple[Stage, ...] = (
     Stage("train", _train, all_ranks=True),
     Stage("distill", _distill, _distills, all_ranks=True),
@@ -212,14 +212,17 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
     state.names = eval_split_names(prep.cfg, prep.spec, prep.splits)
     state.encoded = encode_splits(prep, (["train"] if prep.parent is None else []) + state.names)
     state.model = prep.model
-    for stage in stages:
-        if not stage.when(state) or not (main or stage.all_ranks):
-            continue
+    for stage in (s for s in stages if s.when(state) and s.all_ranks):  # training: every process
         report(stage.name)
         stage.run(state)
+    barrier()  # every process is done writing (a slower rank may still be saving its best weights)
     if not main:
         barrier()  # wait for the main process to record the run
         return None
+    for stage in (s for s in stages if not s.all_ranks):
+        if stage.when(state):
+            report(stage.name)
+            stage.run(state)
     result = _record(state)
     barrier()
     report("done")
