@@ -8,6 +8,8 @@ which writes ``results_dir/<run_id>/`` with ``result.json`` last and atomically.
   interrupted cell) before redoing it, so killing the runner loses at most the cells in flight;
 - records a ``failed`` result itself when a cell dies without writing one (an exception escaping
   ``cell_fn``, a worker process killed by a signal or the OOM killer, a crashed Ray worker);
+- runs trained cells first, then derived ones (one compress step: :mod:`nluforge.experiments.derived`),
+  so a derived cell finds its parent finished and never trains it a second time in parallel;
 - backends: ``local`` (sequential, in this process), ``process`` (each cell in a fresh process, N at
   a time, so a segfault or OOM kill cannot poison the next cell; :mod:`nluforge.experiments.processes`),
   ``ray`` (each cell a Ray task with declared CPUs/GPUs; :mod:`nluforge.experiments.ray_runner`).
