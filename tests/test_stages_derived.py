@@ -124,6 +124,33 @@ def test_int8_dynamic_rejects_a_folder_of_another_structure(tmp_path, tiny_model
         load_compressed(tmp_path / "m", tiny_model("bert", num_labels=3))
 
 
+def test_train_stage_hands_fit_only_the_seams_it_is_given(tmp_path, tiny_setup, monkeypatch):
+    import nluforge.train
+    from nluforge.experiments import stages
+    from nluforge.experiments.data import encode_splits
+    from nluforge.experiments.pipeline import prepare
+    from nluforge.experiments.state import RunState
+    from nluforge.train.loop import default_loss
+
+    prep = prepare(resolve(tiny_setup, {"method": "dylora"}))  # a method with per-step hooks
+    (tmp_path / "run").mkdir()
+    state = RunState(prep, tmp_path / "run", show_progress=False)
+    state.encoded = encode_splits(prep, ["train", "validation"])
+    given, calls = {}, []
+    real_fit = nluforge.train.fit
+    monkeypatch.setattr(nluforge.train, "fit", lambda *a, **k: given.update(k) or real_fit(*a, **k))
+
+    def loss_fn(model, batch):
+        calls.append(len(batch["labels"]))
+        return default_loss(model, batch)
+
+    trained = stages.train_stage(state, loss_fn=loss_fn)
+    assert given["loss_fn"] is loss_fn and calls == [8, 8] and trained.fit.steps == 2
+    assert "sampler" not in given and "update_step" not in given  # fit's own defaults
+    assert given["hooks"] is not None  # the method's hooks, for the run's own model
+    assert (tmp_path / "run" / stages.LOG_FILE).read_text().strip()
+
+
 # ---- derived runs ----------------------------------------------------------------------------------
 
 STEPS = [{"method": "int8_dynamic"}, {"method": "int8_dynamic", "embeddings": False},

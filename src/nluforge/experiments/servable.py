@@ -86,7 +86,11 @@ def _base_model(cfg: RunConfig, spec, module):
 
 
 def _structure(cfg: RunConfig, spec, module, method_cfg, tokenizer):
-    """The adapted model's module structure (its weights are about to be overwritten)."""
+    """The servable model's module structure (its weights are about to be overwritten)."""
+    if getattr(method_cfg, "distill", False):  # PET: the run serves the distilled classifier
+        from nluforge.experiments.pet_distill import new_student
+
+        return new_student(cfg, spec)
     return module.adapt(_base_model(cfg, spec, module), method_cfg, tokenizer=tokenizer, task=spec)
 
 

@@ -42,14 +42,14 @@ class Trained:
 
 
 def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | None = None, loss_fn=None,
-                hooks=None, sampler=None, evaluate=None, checkpoint_dir: Path | None = None,
+                hooks=None, sampler=None, update_step=None, evaluate=None, checkpoint_dir: Path | None = None,
                 log_fields: dict[str, Any] | None = None) -> Trained:
     """Fit a model through :func:`nluforge.train.fit`: the one training stage every recipe reuses.
 
     Defaults train the run's own model (``state.prep.model``) on ``state.encoded["train"]`` with the
     run's optimizer, schedule, the method's hooks and model selection on the first dev split. PET
     distillation (and later adversarial or DP training) passes its own ``model``/``train``/``loss_fn``/
-    ``hooks``/``sampler``/``train_cfg``/``lr``. Only the main process writes the log and checkpoints.
+    ``hooks``/``sampler``/``update_step``/``train_cfg``/``lr``. Only the main process writes the log and checkpoints.
     """
     from nluforge.core.runtime import device_and_accelerator, is_main_process
     from nluforge.eval.meters import PeakMemory
@@ -77,7 +77,9 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
         def evaluate(m):
             return split_metrics(prep, m, state.encoded[first], first)
 
-    seams = {k: v for k, v in (("loss_fn", loss_fn), ("sampler", sampler)) if v is not None}
+    # seams given only when set, so fit's own defaults apply otherwise
+    seams = {k: v for k, v in (("loss_fn", loss_fn), ("sampler", sampler), ("update_step", update_step))
+             if v is not None}
     checkpoint_dir = checkpoint_dir or state.run_dir / "checkpoints"
     extra = log_fields or {}
     log_fh = open(state.run_dir / LOG_FILE, "a", encoding="utf-8") if is_main_process() else None
