@@ -219,12 +219,14 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
     if not main:
         barrier()  # wait for the main process to record the run
         return None
-    for stage in (s for s in stages if not s.all_ranks):
-        if stage.when(state):
-            report(stage.name)
-            stage.run(state)
-    result = _record(state)
-    barrier()
+    try:
+        for stage in (s for s in stages if not s.all_ranks):
+            if stage.when(state):
+                report(stage.name)
+                stage.run(state)
+        result = _record(state)
+    finally:
+        barrier()  # release the waiting processes even when a stage fails here
     report("done")
     return result
 
