@@ -162,6 +162,19 @@ def tiny_setup(tmp_path, tiny_model_dir):
     return tiny_base(tiny_model_dir(), make_tiny_glue(tmp_path / "glue"))
 
 
+def test_grid_cells_differing_only_in_compress_steps_share_one_trained_cell():
+    from nluforge.experiments.grid import parse_grid
+
+    cells = parse_grid({"grid": {"method": ["full", "lora"], "compress": [None, STEPS[:2], STEPS[2]]}}).cells()
+    trained = [c for c in cells if c.config.step() is None]
+    assert [c.config.method for c in trained] == ["full", "lora"] and len(cells) == 2 + 2 * 3
+    for c in cells:
+        if c.config.step() is not None:
+            assert c.run_id.startswith(c.config.parent().slug() + "-int8_dynamic--")
+            assert c.config.parent().run_id() in {t.run_id for t in trained}
+    assert len({c.run_id for c in cells}) == len(cells)
+
+
 def test_grid_trains_each_cell_once_and_derives_one_child_per_step(tmp_path, tiny_setup, monkeypatch):
     from nluforge.experiments import stages
     from nluforge.experiments.grid import parse_grid
