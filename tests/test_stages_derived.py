@@ -220,6 +220,38 @@ def test_derived_cell_trains_its_missing_parent_first(tmp_path, tiny_setup):
     assert result.run_info.parent == child.parent().run_id() and result.run_info.id == child.run_id()
 
 
+@dataclass
+class _FakeAttackConfig:
+    flip: bool = True
+
+
+def fake_attack(state, step):
+    """An 'attack' that reports the run's accuracy with predictions flipped (checks the stage's wiring)."""
+    acc = state.metrics["trained"]["validation"]["accuracy"]
+    return {"validation": {"robust_accuracy": 1 - acc if step.config.flip else acc}}
+
+
+def test_run_cell_with_steps_trains_once_derives_each_and_runs_attack_stages(tmp_path, tiny_setup, monkeypatch):
+    from nluforge.core.registry import Entry
+    from nluforge.core.steps import ATTACKS
+    from nluforge.experiments.pipeline import run_cell
+    from nluforge.results import iter_results
+
+    monkeypatch.setattr(ATTACKS, "_entries", {"flip": Entry("flip", _FakeAttackConfig,
+                                                            meta={"run": "test_stages_derived:fake_attack"})})
+    cfg = resolve(tiny_setup, {"compress": STEPS[:2], "attack": [{"method": "flip"}]})
+    stages_seen = []
+    parent = run_cell(cfg, tmp_path / "results", progress=stages_seen.append)
+    assert parent.run_info.id == cfg.parent().run_id() and parent.run_info.parent is None
+    found = {d.name: r for d, r in iter_results(tmp_path / "results")}
+    assert len(found) == 3 and sum(r.run_info.parent == parent.run_info.id for r in found.values()) == 2
+    for r in found.values():
+        acc = r.metrics["trained"]["validation"]["accuracy"]
+        assert r.metrics["attacked"]["validation"]["robust_accuracy"] == pytest.approx(1 - acc)
+    assert stages_seen[:5] == ["load", "train", "save", "evaluate", "attack"]
+    assert ["compress", "save", "evaluate", "attack", "measure"] == stages_seen[-6:-1]
+
+
 def test_load_servable_loads_a_trained_run_and_its_compressed_child(tmp_path, tiny_setup):
     import numpy as np
 
