@@ -171,6 +171,7 @@ def _train_student(state, unlabeled, targets):
     the run's one training stage with a soft-label ``loss_fn``."""
     import torch
 
+    from nluforge.experiments.servable import distilled_classifier
     from nluforge.experiments.stages import eval_split_names_for_selection, split_metrics, train_stage
     from nluforge.methods import METHODS
     from nluforge.methods.prompt_based import soft_label_loss
@@ -181,7 +182,7 @@ def _train_student(state, unlabeled, targets):
     train_cfg = dataclasses.replace(cfg.train, epochs=mc.distill_epochs, max_steps=mc.distill_max_steps, lr=lr,
                                     batch_size=mc.distill_batch_size or cfg.train.batch_size)
     torch.manual_seed(cfg.seed)  # the classification head's initialisation
-    student = new_student(cfg, spec)
+    student = distilled_classifier(cfg, spec)
     _log(state.run_dir, {"event": "distill_start", "unlabeled": len(unlabeled),
                          "temperature": mc.distill_temperature, "lr": lr})
     first = eval_split_names_for_selection(prep)
@@ -196,13 +197,6 @@ def _train_student(state, unlabeled, targets):
                           evaluate=lambda m: split_metrics(prep, m, dev, first),
                           checkpoint_dir=state.run_dir / "checkpoints" / CHECKPOINTS, log_fields={"phase": PHASE})
     return trained.model, trained.fit, lr
-
-
-def new_student(cfg, spec):
-    """The distilled run's model structure: a plain sequence classifier of the run's base model."""
-    from nluforge.models.loading import load_model
-
-    return load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names)
 
 
 def _counts(targets) -> list[int]:

@@ -88,10 +88,15 @@ def _base_model(cfg: RunConfig, spec, module):
 def _structure(cfg: RunConfig, spec, module, method_cfg, tokenizer):
     """The servable model's module structure (its weights are about to be overwritten)."""
     if getattr(method_cfg, "distill", False):  # PET: the run serves the distilled classifier
-        from nluforge.experiments.pet_distill import new_student
-
-        return new_student(cfg, spec)
+        return distilled_classifier(cfg, spec)
     return module.adapt(_base_model(cfg, spec, module), method_cfg, tokenizer=tokenizer, task=spec)
+
+
+def distilled_classifier(cfg: RunConfig, spec):
+    """A PET-distilled run's model (fresh): a plain sequence classifier of the run's base model."""
+    from nluforge.models.loading import load_model
+
+    return load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names)
 
 
 def _load_method_model(model_dir: Path, cfg: RunConfig, spec, module, method_cfg, tokenizer):
