@@ -95,8 +95,12 @@ def measure_stage(state: RunState) -> None:
     parent = state.prep.parent
     pcost = parent.result.cost if parent.result else Cost()
     lat = latency_ms(state.prep, state.model, state.encoded[state.names[0]])
-    state.cost = dataclasses.replace(pcost, latency_ms_bs1=lat.get(1), latency_ms_bs32=lat.get(32),
-                                     model_size_mb=round(dir_size_mb(state.model_dir), 3), checkpoint_size_mb=None)
+    size = round(dir_size_mb(state.model_dir), 3)
+    own = {"latency_ms_bs1": lat.get(1), "latency_ms_bs32": lat.get(32), "model_size_mb": size,
+           "checkpoint_size_mb": None}
+    # every weight is re-stored in the compressed folder: it ships alone, nothing on top of the base model
+    own |= {f: size for f in ("delta_size_mb", "standalone_size_mb") if f in Cost.__dataclass_fields__}
+    state.cost = dataclasses.replace(pcost, **own)
     state.meta["parent"] = {"run": parent.run_dir.name,
                             "metrics": (parent.result.metrics.get("trained") if parent.result else None),
                             "cost": dataclasses.asdict(pcost)}
