@@ -84,6 +84,14 @@ def _skipped(name: str, skip: list[str]) -> bool:
     return any(name == s or (s.endswith(".") and name.startswith(s)) or name.startswith(s + ".") for s in skip)
 
 
+def _reads_weights(model: nn.Module) -> list[str]:
+    """Prefixes of modules whose forward reads their linears' ``.weight`` tensors (torch's
+    TransformerEncoder/DecoderLayer fast-path checks), which a dynamic int8 linear exposes as a method:
+    those stay fp32 (e.g. LST's side network)."""
+    kinds = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+    return [f"{n}." for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -104,7 +112,8 @@ def _quantize_structure(model: nn.Module, linears: list[str], embeddings: dict[s
 def compress(model: nn.Module, cfg: Int8DynamicConfig) -> nn.Module:
     """Quantize ``model`` for CPU inference: int8 linears, and 8-bit embedding tables when asked."""
     model = servable_form(model).to("cpu").eval()
-    linears = [n for n, m in model.named_modules() if type(m) is nn.Linear and not _skipped(n, cfg.skip)]
+    skip = [*cfg.skip, *_reads_weights(model)]
+    linears = [n for n, m in model.named_modules() if type(m) is nn.Linear and not _skipped(n, skip)]
     embeddings = {}
     if cfg.embeddings:
         embeddings = {n: Int8Embedding.from_float(m) for n, m in model.named_modules()
