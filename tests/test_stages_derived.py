@@ -234,6 +234,8 @@ def test_grid_trains_each_cell_once_and_derives_one_child_per_step(tmp_path, tin
         assert child.meta["parent"]["metrics"] == parent.metrics["trained"]
     trainings.clear()
     assert run_grid([c.config for c in cells], tmp_path / "results") == [] and trainings == []  # all skipped
+    unexpanded = [resolve(base, {"method": m}) for m in ("full", "bitfit")]  # configs built by hand
+    assert run_grid(unexpanded, tmp_path / "results") == [] and trainings == []
     victim = children[0].run_info.id
     shutil.rmtree(tmp_path / "results" / victim)
     again = run_grid([c.config for c in cells], tmp_path / "results")

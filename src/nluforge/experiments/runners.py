@@ -54,7 +54,7 @@ def run_grid(cells: Sequence[RunConfig], results_dir: str | Path, options: Runne
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     with results_lock(results_dir):
-        todo = select(cells, results_dir, retry_failed=retry_failed, force=force)
+        todo = select(expand_steps(cells), results_dir, retry_failed=retry_failed, force=force)
         cell_fn = cell_fn or _default_cell_fn()
         emit = on_event or (lambda event: None)
         if options.backend == "process":
@@ -69,6 +69,16 @@ def run_grid(cells: Sequence[RunConfig], results_dir: str | Path, options: Runne
         children = [c for c in todo if c.step() is not None]
         return [r for wave in (trained, children) if wave
                 for r in backend(wave, results_dir, cell_fn, emit, options)]
+
+
+def expand_steps(cells: Sequence[RunConfig]) -> list[RunConfig]:
+    """Configs with several compress steps become their trained cell and one derived cell per step
+    (grids are already expanded so; this covers configs built by hand). Order kept, duplicates dropped."""
+    out: dict[str, RunConfig] = {}
+    for cfg in cells:
+        for one in ([cfg.parent(), *cfg.children()] if len(cfg.compress) > 1 else [cfg]):
+            out.setdefault(one.run_id(), one)
+    return list(out.values())
 
 
 LOCK_FILE = ".nluforge-runner.lock"
