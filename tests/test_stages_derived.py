@@ -349,13 +349,15 @@ def test_torchrun_two_processes_write_one_run(tmp_path, tiny_model_dir, glue_dir
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "nluforge", "train", "--task", "sst2",
            "--model", str(tiny_model_dir()), "--data-dir", str(glue_dir), "--max-train-samples", "200",
            "--max-steps", "4", "--batch-size", "16", "-o", str(out), "--set", "eval.advglue=false",
-           "--set", "data.max_eval_samples=64", "--set", "eval.latency=false"]
+           "--set", "data.max_eval_samples=64", "--set", "eval.latency=false",
+           "--set", "compress=[{method: int8_dynamic}]"]  # the derived run: main process only, no hang
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(runs) == 1 and (runs[0] / "result.json").is_file()
+    results = {p.name: json.loads((p / "result.json").read_text()) for p in out.iterdir() if p.is_dir()}
+    runs = [out / name for name, r in results.items() if r["run_info"]["parent"] is None]
+    assert len(runs) == 1 and len(results) == 2  # one trained run, one derived run
     assert not (runs[0] / "checkpoints").exists()  # no rank wrote into it after the main one cleaned up
     assert proc.stderr.count("run directory:") == 1  # one process speaks
-    result = json.loads((runs[0] / "result.json").read_text())
+    result = results[runs[0].name]
     assert result["run_info"]["status"] == "completed"
     assert result["cost"]["train_examples"] == 4 * 16 * 2  # both processes trained, each on its own batches

@@ -205,9 +205,13 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
     stages = stages_of(prep)
     state = RunState(prep, run_dir, resume=resume, show_progress=show_progress, started=now())
     main = is_main_process()
+    # a derived run trains nothing: the main process does it alone, without waiting for the others
+    sync = barrier if prep.parent is None else (lambda: None)
+    if prep.parent is not None and not main:
+        return None
     if main:
         start_run_dir(run_dir, prep.cfg, resume)
-    barrier()  # the run directory exists before any process trains into it
+    sync()  # the run directory exists before any process trains into it
     report = progress or (lambda _name: None)
     state.names = eval_split_names(prep.cfg, prep.spec, prep.splits)
     state.encoded = encode_splits(prep, (["train"] if prep.parent is None else []) + state.names)
@@ -215,9 +219,9 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
     for stage in (s for s in stages if s.when(state) and s.all_ranks):  # training: every process
         report(stage.name)
         stage.run(state)
-    barrier()  # every process is done writing (a slower rank may still be saving its best weights)
+    sync()  # every process is done writing (a slower rank may still be saving its best weights)
     if not main:
-        barrier()  # wait for the main process to record the run
+        sync()  # wait for the main process to record the run
         return None
     try:
         for stage in (s for s in stages if not s.all_ranks):
@@ -226,7 +230,7 @@ def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Pr
                 stage.run(state)
         result = _record(state)
     finally:
-        barrier()  # release the waiting processes even when a stage fails here
+        sync()  # release the waiting processes even when a stage fails here
     report("done")
     return result
 
