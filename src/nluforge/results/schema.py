@@ -30,6 +30,8 @@ class RunInfo:
     finished: str | None = None
     wall_time_s: float | None = None
     schema_version: int = SCHEMA_VERSION
+    parent: str | None = None  # a derived run: the parent run's directory name (a sibling in the results dir)
+    step: str | None = None  # a derived run: the step that made it from the parent, e.g. "compress:int8_dynamic"
 
 
 @dataclass
