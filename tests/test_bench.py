@@ -65,6 +65,20 @@ def test_plan_estimate_uses_finished_results(tmp_path):
     assert make_plan(cells, tmp_path, force=True).rows[0].estimate_s == pytest.approx(50.0)
 
 
+def test_guess_reads_each_method_speed_from_its_registry_entry(monkeypatch):
+    """The built-in guess divides the per-example time by the method's ``relative_speed``."""
+    from nluforge.experiments.bench import _FIXED_S, guess_seconds
+    from nluforge.experiments.config import resolve
+    from nluforge.methods import METHODS
+
+    cfg = resolve({"task": "sst2", "method": "lst", "data": {"max_train_samples": 1000}})
+    meta = METHODS.entry("lst").meta
+    monkeypatch.setitem(meta, "relative_speed", 1.0)
+    slow = guess_seconds(cfg) - _FIXED_S
+    monkeypatch.setitem(meta, "relative_speed", 4.0)
+    assert guess_seconds(cfg) - _FIXED_S == pytest.approx(slow / 4)
+
+
 def test_no_data_fails_fast_with_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NLUFORGE_DATA_DIR"}
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"

@@ -105,8 +105,16 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tiny_model_dir, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert no_finished_runs(out), "the run finished before it could be killed; make it longer"
+    [pointer] = out.rglob("checkpoints/latest")
+    done = int(pointer.read_text().split("-")[1])  # steps in the checkpoint the resume starts from
+    log = pointer.parent.parent / "log.jsonl"
+    lines_before = len(log.read_text().splitlines()) if log.is_file() else 0
     resumed = cli("train", *common, "-o", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # The resumed process logs (every 20 steps) from the checkpoint on; ignoring it would log step 20 again.
+    new_steps = [json.loads(line)["step"] for line in log.read_text().splitlines()[lines_before:]
+                 if json.loads(line).get("event") == "train"]
+    assert 20 <= done < 250 and new_steps[0] == (done // 20 + 1) * 20, (done, new_steps[:3])
     result = json.loads((Path(resumed.stdout.strip().splitlines()[-1]) / "result.json").read_text())
     a = ref_result["metrics"]["trained"]["validation"]["accuracy"]
     b = result["metrics"]["trained"]["validation"]["accuracy"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import yaml
 
@@ -70,13 +72,28 @@ exclude:
         ("sst2", "lora", 2, 1e-4), ("rte", "full", None, 1e-4), ("rte", "full", None, 5e-4)])
 
 
-def test_steps_axes_and_no_grid_is_one_cell():
+@dataclass
+class _NoOptions:
+    pass
+
+
+@pytest.fixture
+def fake_attacks(monkeypatch):
+    """Attack registry entries for grid tests (no attack ships yet)."""
+    from nluforge.core.registry import Entry
+    from nluforge.core.steps import ATTACKS
+
+    entries = {n: Entry(n, _NoOptions) for n in ("advglue", "a", "b")}
+    monkeypatch.setattr(ATTACKS, "_entries", {**ATTACKS._entries, **entries})
+
+
+def test_steps_axes_and_no_grid_is_one_cell(fake_attacks):
     cells = grid("""
 base: {task: rte}
 grid:
-  attack: [null, {name: advglue}, [{name: a}, {name: b}]]
+  attack: [null, {method: advglue}, [{method: a}, {method: b}]]
 """)
-    assert [c.config.attack for c in cells] == [[], [{"name": "advglue"}], [{"name": "a"}, {"name": "b"}]]
+    assert [c.config.attack for c in cells] == [[], [{"method": "advglue"}], [{"method": "a"}, {"method": "b"}]]
     assert [c.labels["attack"] for c in cells] == ["none", "advglue", "a+b"]
     assert len(grid("base: {task: rte}")) == 1
 

@@ -7,9 +7,9 @@ load onto a fresh base model, gives the same logits; (e) the same seed gives the
 (peft ``tests/test_custom_models.py`` and composer's algorithm settings run the same kind of matrix.)
 
 A method whose module is not written yet is an expected failure; once the module exists it must pass.
-The steps mirror the pipeline: inputs go through ``models.inputs.encode``/``collate`` (with the
-method's ``format_inputs``), ``adapt`` gets the tokenizer and the task spec, the loss is the loop's
-``default_loss`` and the method's ``train_hooks`` run where the loop runs them.
+The steps mirror the pipeline: inputs go through ``models.inputs.encode``/``collate``, ``adapt`` gets
+the tokenizer and the task spec, the loss is the loop's ``default_loss`` and the method's
+``train_hooks`` run where the loop runs them.
 """
 
 from __future__ import annotations
@@ -63,9 +63,7 @@ class Case:
     def _batch(self, tokenizer) -> dict[str, torch.Tensor]:
         from nluforge.models.inputs import collate, encode
 
-        fmt = getattr(self.module, "format_inputs", None)
-        formatter = (lambda t: fmt(t, self.cfg, tokenizer, self.task)) if fmt else None
-        enc = encode(TEXTS, LABELS, tokenizer, max_length=32, format_inputs=formatter)
+        enc = encode(TEXTS, LABELS, tokenizer, max_length=32)
         return collate(enc, list(range(len(TEXTS))), tokenizer.pad_token_id, regression=False)
 
     def inputs(self) -> dict[str, torch.Tensor]:

@@ -324,15 +324,6 @@ def test_prompt_untrained_head_is_tied_and_identity(tokenizer):
     assert count_params(model, trainable_only=True) == count_params(model)  # LM-BFF: every weight trains
 
 
-def test_prompt_distill_soft_labels(tokenizer):
-    from nluforge.methods.prompt_based import distill_soft_labels
-
-    model = prompt_model(tokenizer, params={"prompts": [0, 1]})
-    probs = distill_soft_labels(model, [("good fun",), ("bad",), ("so so",)], batch_size=2)
-    assert probs.shape == (3, 2)
-    torch.testing.assert_close(torch.tensor(probs.sum(1)), torch.ones(3))
-
-
 @pytest.mark.parametrize("params, message", [
     ({"prompts": ["{sentence} It was great ."]}, "needs exactly one mask slot"),
     ({"prompts": ["{text} It was {mask} ."]}, "must use each text field"),

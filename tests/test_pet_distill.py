@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny
 
 from nluforge.core.errors import UserError
-from nluforge.methods import adapt, method_config
-from nluforge.methods.prompt_based import distill_soft_labels, soft_label_loss, soft_labels
+from nluforge.methods import method_config
+from nluforge.methods.prompt_based import soft_label_loss, soft_labels
 from nluforge.tasks import get_task
 
 POSITIVE = ["good", "great", "fine", "nice", "happy", "love"]
@@ -61,26 +60,6 @@ def test_soft_labels_sum_to_one_and_sharpen_or_flatten_with_temperature():
     torch.testing.assert_close(by_t[1.0], logits.softmax(-1))
     assert (entropy(by_t[0.5]) < entropy(by_t[1.0])).all() and (entropy(by_t[1.0]) < entropy(by_t[2.0])).all()
     torch.testing.assert_close(by_t[100.0], torch.full((3, 3), 1 / 3), atol=0.02, rtol=0)  # T → ∞: uniform
-
-
-def prompt_model(tokenizer, prompts=(0, 1)):
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tiny model's MLM head is fresh
-        model = adapt(make_tiny("bert", head="masked_lm"), method_config("prompt_based", {"prompts": list(prompts)}),
-                      tokenizer=tokenizer, task=get_task("sst2"))
-    return model.eval()
-
-
-def test_distill_soft_labels_are_the_tempered_ensemble(tokenizer):
-    model = prompt_model(tokenizer)
-    texts = [("a gripping , beautifully acted film",), ("dull and far too long",), ("so so",)]
-    enc = tokenizer([t[0] for t in texts], padding=True, return_tensors="pt")
-    logits = model(enc["input_ids"], enc["attention_mask"]).logits  # (3, 2): the mean over both patterns
-    for t in (1.0, 2.0):
-        probs = torch.from_numpy(distill_soft_labels(model, texts, batch_size=2, temperature=t))
-        torch.testing.assert_close(probs, (logits / t).softmax(-1), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(probs.sum(-1), torch.ones(3))
 
 
 # ----------------------------------------------------------------------------------------------- the loss

@@ -1,12 +1,15 @@
-"""The report: tables (mean ± std over seeds), Pareto fronts, recommendations, outputs and the CLI.
+"""The report: tables (mean and 95% interval), noise-aware fronts, recommendations, outputs and the CLI.
 
 The fixture results dir (tests/fixtures/results, see its README.md) holds hand-made result files whose
-expected numbers are worked out by hand below.
+expected numbers are worked out by hand below. They have no predictions.jsonl, so intervals and tests
+come from the seeds alone (t intervals, Welch tests); tests/fixtures/noise has runs with predictions
+(see tests/test_report_noise.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -61,12 +64,20 @@ def test_runs_of_a_variant_are_grouped_over_seeds(report):
     assert full.n == 3 and full.seeds == [1, 2, 3]
     assert full.metrics["accuracy"].mean == pytest.approx(0.92)
     assert full.metrics["accuracy"].std == pytest.approx(0.01)  # sample std of .91 .92 .93
-    assert row(sst2, LORA).metrics["accuracy"] == Stat(pytest.approx(0.88), pytest.approx(0.01), 3)
+    t95 = 4.303  # t quantile, 2 degrees of freedom
+    assert row(sst2, LORA).metrics["accuracy"] == Stat(
+        pytest.approx(0.88),
+        pytest.approx(0.01),
+        3,
+        pytest.approx(0.88 - t95 * 0.01 / 3**0.5, rel=1e-3),
+        pytest.approx(0.88 + t95 * 0.01 / 3**0.5, rel=1e-3),
+    )
     bitfit = row(sst2, "bitfit").metrics["accuracy"]
-    assert (bitfit.mean, bitfit.std, bitfit.n) == (
+    assert (bitfit.mean, bitfit.std, bitfit.n, bitfit.half_width) == (
         pytest.approx(0.855),
         pytest.approx(0.0070711, rel=1e-4),
         2,
+        pytest.approx(12.706 * 0.0070711 / 2**0.5, rel=1e-3),  # t, 1 degree of freedom
     )
 
 
@@ -133,16 +144,21 @@ def test_pareto_front_by_hand():
 
 
 def test_fronts_per_cost_axis(report):
+    """Seeds alone (Welch, Holm over 10 pairs): full beats bitfit (3 vs 2 seeds, 6.5 points) and lora
+    (3 vs 3, 4 points) clearly, lora does not beat bitfit clearly, and int8 (one seed) cannot be tested."""
     sst2 = task(report, "sst2")
     fronts = {name: labels(sst2, keys) for name, keys in sst2.frontiers.items()}
     assert fronts == {
-        "params": {"full", LORA, "bitfit"},  # adapter: more params than lora, lower score
-        "memory": {"full", LORA, "bitfit"},  # int8: trained like full, scores lower
-        "latency": {"full", INT8},  # lora and bitfit are no faster than full
-        "size": {"full", INT8, LORA},  # bitfit saves the whole model
+        "params": {"full", "bitfit"},  # lora: not significantly above the cheaper bitfit
+        "memory": {"full", "bitfit"},
+        "latency": {INT8},  # full is not shown to beat the faster int8 (one seed, untestable)
+        "size": {"full", LORA},  # int8 is smaller than full, but full beats int8 only on means
         "robust:AdvGLUE acc": {"full", LORA},
         "robust:robust acc": {INT8},
     }
+    noise = {name: labels(sst2, keys) for name, keys in sst2.noise.items()}
+    assert noise["params"] == {LORA, INT8, "adapter (reduction_factor=16)"}
+    assert noise["latency"] == {"full"}
 
 
 def test_a_dominated_variant_is_never_recommended(report):
@@ -151,7 +167,7 @@ def test_a_dominated_variant_is_never_recommended(report):
     assert all(adapter.key not in rec.variants for rec in sst2.recommendations)
     assert all("adapter" not in rec.text for rec in sst2.recommendations)
     by_heading = {rec.heading: rec for rec in sst2.recommendations}
-    assert "bitfit" not in by_heading["Latency budget"].text + by_heading["Disk budget"].text
+    assert "bitfit" not in by_heading["Latency budget"].text + by_heading["Disk budget (servable model)"].text
 
 
 def test_recommendations_are_phrased_from_the_data(report):
@@ -161,25 +177,29 @@ def test_recommendations_are_phrased_from_the_data(report):
         "Trainable-parameter budget",
         "Training-memory budget",
         "Latency budget",
-        "Disk budget",
+        "Disk budget (servable model)",
         "Robustness (AdvGLUE acc)",
         "Robustness (robust acc)",
     ]
-    assert recs["Best overall"].text == "full: 92.0 ± 1.0 accuracy (n=3)."
+    best = recs["Best overall"]
+    assert best.variants == ()  # int8 (one seed, no predictions) cannot be compared with full
+    assert best.text.startswith(f"none named: full and {INT8} cannot be compared on this data")
+    assert "save per-example predictions" in best.text
     assert recs["Trainable-parameter budget"].items == (
-        f"{LORA}: 88.0 ± 1.0 accuracy (−4.0 points) with 0.65% of the trainable parameters of full (147k params)",
-        "bitfit: 85.5 ± 0.7 accuracy (−6.5 points) with 0.18% of the trainable parameters of full (40k params)",
+        "bitfit: 85.5 ± 6.4 accuracy (−6.5 points) with 0.18% of the trainable parameters of full (40k params)",
     )
     assert recs["Latency budget"].items == (
-        f"{INT8}: 91.5 accuracy (−0.5 points) with 60% of the batch-1 latency of full (9.00 ms/example)",
+        f"{INT8} (9.00 ms/example): no costlier variant scores significantly higher on this data",
     )
-    assert recs["Robustness (AdvGLUE acc)"].items[0].startswith(f"{LORA}: 46.0 ± 1.0 AdvGLUE acc (clean 88.0")
+    assert recs["Robustness (AdvGLUE acc)"].items[0].startswith(f"{LORA}: 46.0 ± 2.5 AdvGLUE acc (clean 88.0")
     cola = {rec.heading: rec.text for rec in task(report, "cola").recommendations}
     assert (
         cola["Latency budget"]
-        == "full is also the fastest (14.0 ms/example): no variant trades score for less."
+        == "full (14.0 ms/example): no costlier variant scores significantly higher on this data."
     )
     assert [rec.heading for rec in task(report, "stsb").recommendations] == ["Best overall"]  # one variant
+    assert cola["Best overall"].startswith("none named: full and lora (r=8, alpha=16) are indistinguishable")
+    assert "more seeds (2 now" in cola["Best overall"]
 
 
 # --- the pieces ------------------------------------------------------------------------------------
@@ -247,7 +267,8 @@ def test_labels_are_made_distinct():
 
 
 def test_formatting():
-    assert fmt_stat(Stat(0.8812, 0.0031, 3)) == "88.1 ± 0.3"
+    assert fmt_stat(Stat(0.8812, 0.0031, 3, 0.8702, 0.8922)) == "88.1 ± 1.1"  # half the interval
+    assert fmt_stat(Stat(0.8812, 0.0031, 3)) == "88.1"  # no interval
     assert fmt_stat(Stat(0.8812, None, 1)) == "88.1"
     assert fmt_stat(None) == "—"
     assert (fmt_count(22_713_986), fmt_count(147_458), fmt_count(512)) == ("22.7M", "147k", "512")
@@ -265,8 +286,8 @@ def test_html_is_self_contained_with_plots_and_tables(built):
     assert not re.search(r"""url\(\s*["']?(?:https?:)?//""", html)
     assert "<script" not in html and "<link" not in html and "@import" not in html
     assert html.count("<svg") == len(built.plots) == 13  # 4 cost axes x 3 tasks + AdvGLUE (sst2)
-    assert html.count("<table") == 5  # four tasks and the failed runs
-    for text in ("Recommended for your budget", "88.0 ± 1.0", "CUDA out of memory", "lora (r=64, alpha=16)"):
+    assert html.count("<table") == 6  # the overview, four tasks and the failed runs
+    for text in ("Recommended for your budget", "88.0 ± 2.5", "CUDA out of memory", "lora (r=64, alpha=16)"):
         assert text in html
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "ids must be unique across the inlined plots"
@@ -275,7 +296,9 @@ def test_html_is_self_contained_with_plots_and_tables(built):
 def test_markdown_is_written_with_plot_files(built):
     md = built.markdown.read_text(encoding="utf-8")
     assert "## sst2" in md and "| Variant | n | Accuracy | AdvGLUE acc | Robust acc |" in md
-    assert f"| ★ {LORA} | 3 | **88.0 ± 1.0** | 46.0 ± 1.0 | — | 147k (0.65%) |" in md
+    assert f"| ★ {LORA} | 3 | **88.0 ± 2.5** | 46.0 ± 2.5 | — | 147k (0.65%) |" in md
+    assert "| ◇ adapter (reduction_factor=16) | 2 |" in md  # dominated only within noise
+    assert "## Overview" in md and "| full | 56.0 ± 12.7 | 84.0 | 92.0 ± 2.5 | 88.0 | 80.0 |" in md
     assert "## Failed runs" in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 13 and all((built.markdown.parent / link).is_file() for link in links)
@@ -361,6 +384,8 @@ def test_report_imports_no_torch(tmp_path):
 def nluforge(*args: str) -> subprocess.CompletedProcess:
     """Run the installed console script, with a wide terminal so table rows stay on one line."""
     env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
+    if os.environ.get("PYTHONPATH"):  # a checkout run with PYTHONPATH=src tests its own code
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run(
         [str(VENV_BIN / "nluforge"), *args], capture_output=True, text=True, timeout=120, env=env
     )
@@ -372,7 +397,7 @@ def test_cli_prints_the_tables_and_the_paths(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "sst2 · primary metric: accuracy" in out and "stsb · primary metric: Pearson" in out
-    assert re.search(r"★ lora \(r=8, alpha=16\)\s+│\s+3\s+│\s+88\.0 ± 1\.0\s+│\s+46\.0 ± 1\.0\s+│", out)
+    assert re.search(r"★ lora \(r=8, alpha=16\)\s+│\s+3\s+│\s+88\.0 ± 2\.5\s+│\s+46\.0 ± 2\.5\s+│", out)
     assert "Trainable-parameter budget" in out and "Failed runs" in out
     assert f"report.html  {tmp_path / 'out' / 'report.html'}" in out
     assert (tmp_path / "out" / "report.md").is_file()

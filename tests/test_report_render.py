@@ -1,4 +1,5 @@
-"""The HTML report renders in a real browser: headless Chromium draws every plot, with nonzero size.
+"""The HTML report renders in a real browser: headless Chromium draws every plot, with nonzero size,
+and the plots of results with predictions draw error bars and the baseline line.
 
 The test finds Chromium (``$NLUFORGE_CHROMIUM`` or on PATH), or installs Debian's ``chromium`` with
 apt-get when running as root. It skips, with the reason, only where no browser can be had. It leaves a
@@ -20,6 +21,7 @@ import pytest
 from nluforge.report import build_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
+NOISE = Path(__file__).parent / "fixtures" / "noise"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 INSTALL_TIMEOUT_S = 900
 SCREENSHOT_COPY = Path("/tmp/nluforge_report_screenshot.png")
@@ -31,8 +33,15 @@ PROBE = """<script>
 (function () {
   var plots = Array.prototype.map.call(document.querySelectorAll("figure.plot svg"), function (svg) {
     var r = svg.getBoundingClientRect();
+    var size = function (sel) {
+      return Array.prototype.map.call(svg.querySelectorAll(sel), function (el) {
+        var b = el.getBoundingClientRect(); return [b.width, b.height];
+      });
+    };
     return {w: r.width, h: r.height, x: r.left + window.scrollX, y: r.top + window.scrollY,
-            marks: svg.querySelectorAll("path, use").length, texts: svg.querySelectorAll("text").length};
+            marks: svg.querySelectorAll("path, use").length, texts: svg.querySelectorAll("text").length,
+            errorbars: size('[id*="-errorbar-"]'), baselines: size('[id$="-baseline-majority"]'),
+            links: size('[id*="-derived-"]')};
   });
   var out = document.createElement("pre");
   out.id = "probe";
@@ -128,7 +137,7 @@ def _distinct_colours(pixels) -> int:
 def test_plots_render_in_chromium(chromium, tmp_path):
     paths = build_report(FIXTURES, tmp_path / "report")
     measured = _probe(chromium, paths.html, tmp_path)
-    assert measured["tables"] == 5
+    assert measured["tables"] == 6
     assert len(measured["plots"]) == len(paths.plots) == 13
     for plot in measured["plots"]:
         assert plot["w"] > 300 and plot["h"] > 150, plot
@@ -148,3 +157,18 @@ def test_plots_render_in_chromium(chromium, tmp_path):
         area = pixels[y : y + h, x : x + w]
         assert area.size and area[..., :3].std() > 0.05, plot
         assert _distinct_colours(area) > 20, plot
+
+
+def test_error_bars_and_baselines_render_in_chromium(chromium, tmp_path):
+    """Every plot of a results dir with predictions draws its 95% error bars and the majority-class
+    baseline as a line across the plot; the derived int8 run is joined to its parent by an arrow."""
+    paths = build_report(NOISE / "clear", tmp_path / "report")
+    measured = _probe(chromium, paths.html, tmp_path)
+    assert len(measured["plots"]) == len(paths.plots) >= 8
+    for plot in measured["plots"]:
+        assert len(plot["baselines"]) == 1, plot
+        width, _ = plot["baselines"][0]
+        assert width > 0.6 * plot["w"], plot  # a horizontal line across the axes
+        assert len(plot["errorbars"]) >= 2, plot
+        assert all(h > 3 for _, h in plot["errorbars"]), plot  # vertical bars with a visible length
+    assert sum(len(plot["links"]) for plot in measured["plots"]) >= 3  # params, memory, latency, sizes

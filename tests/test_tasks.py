@@ -133,6 +133,33 @@ def test_user_spec_yaml_is_strict(tmp_path):
     one_line_error(err, "primary_metric 'f1'")
 
 
+@pytest.mark.parametrize("templates, message", [
+    (("{sentence} It was {mask} .", "{sentence} and {sentence} {mask}"), "must use {mask}, {sentence} once each"),
+    (("{sentence} It was great .",), "must use {mask}, {sentence} once each"),
+    (("{sentence} {mask} {", ), "not a valid pattern"),
+])
+def test_bad_cloze_templates_are_one_line_errors(templates, message):
+    with pytest.raises(UserError) as err:
+        TaskSpec("x", ("sentence",), ("p", "q"), ("accuracy",), "accuracy", template=templates[0],
+                 extra_templates=templates[1:])
+    one_line_error(err, "task spec 'x'", message)
+
+
+def test_prompt_indices_reach_the_extra_templates():
+    """prompt_based reads its patterns from the spec: index 0 is ``template``, then ``extra_templates``."""
+    from nluforge.methods import method_config
+    from nluforge.methods.prompt_based import _patterns_for
+
+    sst2 = get_task("sst2")
+    cfg = method_config("prompt_based", {"prompts": [2, 0, "{sentence} so {mask} ."]})
+    assert _patterns_for(cfg, sst2) == [sst2.extra_templates[1], sst2.template, "{sentence} so {mask} ."]
+    custom = dataclasses.replace(sst2, extra_templates=("{sentence} Really {mask} .",))
+    one = method_config("prompt_based", {"prompts": [1]})
+    assert _patterns_for(one, custom) == ["{sentence} Really {mask} ."]
+    with pytest.raises(UserError, match="prompt index 1 is out of range"):
+        _patterns_for(one, dataclasses.replace(sst2, extra_templates=()))
+
+
 # ---------------------------------------------------------------- full original GLUE layouts
 
 

@@ -15,7 +15,7 @@ from nluforge.experiments.config import TrainConfig
 from nluforge.models.inputs import Encoded, length_grouped_batches
 from nluforge.optim import build_optimizer, linear_schedule
 from nluforge.train import fit
-from nluforge.train.loop import total_steps
+from nluforge.train.loop import default_update_step, total_steps
 
 MARK = 2000  # label 1 iff this token id appears
 
@@ -39,17 +39,46 @@ def accuracy(model, enc: Encoded) -> float:
     return float((logits.argmax(-1) == np.array(enc.labels)).mean())
 
 
-def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evaluate=None, transform=None):
+def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evaluate=None, transform=None,
+        model=None, hooks_fn=None, optimizer_fn=None, **fit_kwargs):
+    """The tiny BERT (or ``model``) trained by ``fit`` with seed 7 and AdamW (or ``optimizer_fn(model)``);
+    ``hooks_fn(model, steps)`` builds hooks."""
     from accelerate import Accelerator
 
     torch.manual_seed(0)
-    model = make_tiny("bert", 2)
-    optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
-    scheduler = linear_schedule(optimizer, total_steps=total_steps(cfg, len(train)), warmup_ratio=0.1)
+    model = model if model is not None else make_tiny("bert", 2)
+    steps = total_steps(cfg, len(train))
+    if optimizer_fn is not None:
+        optimizer = optimizer_fn(model)
+    else:
+        optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
+    scheduler = linear_schedule(optimizer, total_steps=steps, warmup_ratio=0.1)
     result = fit(model, train, cfg=cfg, seed=7, optimizer=optimizer, scheduler=scheduler, pad_id=0,
                  accelerator=Accelerator(cpu=True), evaluate=evaluate, checkpoint_dir=tmp_path,
-                 resume=resume, batch_transform=transform, show_progress=False)
+                 resume=resume, batch_transform=transform, show_progress=False,
+                 hooks=hooks_fn(model, steps) if hooks_fn else None, **fit_kwargs)
+    run.optimizer = optimizer  # for tests that inspect its state
     return model, result
+
+
+class Counter:
+    """An update step that counts its calls (and the empty batches among them), then runs the default."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.calls, self.empty, self.steps_seen, self.crash_at = 0, 0, [], crash_at
+
+    def __call__(self, model, batch, ctx):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash
+        self.empty += batch is None
+        self.steps_seen.append(ctx.step)
+        return default_update_step(model, batch, ctx)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
 
 
 def test_fit_learns_a_learnable_task():
@@ -107,25 +136,23 @@ class Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_replays_the_same_training(tmp_path):
+def test_resume_after_a_crash_takes_only_the_remaining_steps(tmp_path):
     train = synthetic(200, 0)
-    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, checkpoint_every=5)
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, checkpoint_every=5, log_every=1)  # 13 batches an epoch
     reference, ref_result = run(train, cfg)
-    calls = {"n": 0}
-
-    def crash_at_step_17(batch):
-        calls["n"] += 1
-        if calls["n"] == 17:
-            raise Crash
-        return batch
-
     with pytest.raises(Crash):
-        run(train, cfg, tmp_path, transform=crash_at_step_17)
+        run(train, cfg, tmp_path, update_step=Counter(crash_at=17))
     assert (tmp_path / "latest").read_text() == "step-000015"
-    resumed, result = run(train, cfg, tmp_path, resume=True)
-    assert result.steps == ref_result.steps
-    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    log: list[dict] = []
+    counter = Counter()
+    resumed, result = run(train, cfg, tmp_path, resume=True, update_step=counter, log=log.append)
+    assert result.steps == ref_result.steps == 26
+    # Only steps 16..26 ran again (a resume that ignored the checkpoint would replay all 26 from step 0),
+    # starting at the 3rd batch of the 2nd epoch.
+    assert counter.calls == 26 - 15 and counter.steps_seen[0] == 15
+    assert [r["step"] for r in log if r["event"] == "train"][0] == 16
+    assert result.examples_seen == ref_result.examples_seen == 400
+    assert_same_weights(reference, resumed)
 
 
 def test_early_stopping_and_keep_best(tmp_path):

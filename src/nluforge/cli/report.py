@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -17,6 +18,13 @@ def report(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Where to write the report [default: RESULTS_DIR/report]."
     ),
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha",
+            help="Significance level of the comparisons (Holm-corrected) behind every recommendation.",
+        ),
+    ] = 0.05,  # Annotated: a plain call, as `nluforge bench` makes, gets 0.05 too
 ) -> None:
     """Compare every variant in a results directory: tables, Pareto plots, what to use for your budget."""
     from rich.console import Console
@@ -24,7 +32,9 @@ def report(
     from nluforge.report import load_report, print_report, write_report
     from nluforge.report.build import DEFAULT_OUT
 
-    loaded = load_report(results_dir, on_warning=lambda msg: typer.echo(f"warning: {msg}", err=True))
+    loaded = load_report(
+        results_dir, on_warning=lambda msg: typer.echo(f"warning: {msg}", err=True), alpha=alpha
+    )
     paths = write_report(loaded, out if out is not None else results_dir / DEFAULT_OUT)
     console = Console()
     print_report(loaded, console)

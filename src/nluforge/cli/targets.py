@@ -29,7 +29,7 @@ def open_target(target: str, task: str | None, *, run_only: bool = False) -> Tar
 
     run_dir = Path(target)
     if (run_dir / "config.yaml").is_file():
-        from nluforge.experiments.pipeline import read_run_config
+        from nluforge.experiments.config import read_run_config
 
         cfg = read_run_config(run_dir)
         return Target(target, run_dir, cfg, run_spec(run_dir, cfg))
@@ -51,13 +51,11 @@ def run_spec(run_dir: Path, cfg):
         from nluforge.tasks import get_task
 
         return get_task(cfg.task)
-    from nluforge.tasks.custom import run_task_spec
+    from nluforge.experiments.servable import custom_run_spec
 
-    model_dir = run_dir / "model"
-    if not model_dir.is_dir():
+    if not (run_dir / "model").is_dir():
         raise UserError(f"{run_dir} has no saved model (model/ is missing); did the run finish?")
-    return run_task_spec(model_dir, train_file=cfg.data.train_file, text_fields=cfg.data.text_fields,
-                         label_field=cfg.data.label_field)
+    return custom_run_spec(run_dir, cfg)
 
 
 def load_target_model(t: Target, *, rank: int | None = None):
@@ -66,15 +64,15 @@ def load_target_model(t: Target, *, rank: int | None = None):
         if rank is not None:
             raise UserError("--rank applies to a DyLoRA run directory only")
         return _plain_model(t.name, t.spec)
-    from nluforge.experiments.stages import load_run
+    from nluforge.experiments.servable import load_servable
 
-    _cfg, _spec, tokenizer, model, module, _mcfg = load_run(t.run_dir)
+    s = load_servable(t.run_dir)  # any method's saved form, and derived (compressed) runs
     if rank is not None:
-        setter = getattr(module, "set_rank", None)
+        setter = getattr(s.method, "set_rank", None)
         if setter is None:
-            raise UserError(f"--rank applies to DyLoRA runs; this run's method is '{module.Config.method}'")
-        setter(model, rank)
-    return tokenizer, model
+            raise UserError(f"--rank applies to DyLoRA runs; this run's method is '{s.method.Config.method}'")
+        setter(s.model, rank)
+    return s.tokenizer, s.model
 
 
 def _plain_model(target: str, spec):

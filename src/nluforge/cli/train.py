@@ -37,7 +37,7 @@ def train(
 ) -> None:
     """Fine-tune a model on a task with an adaptation method, measure it, and save it."""
     from nluforge.experiments.config import resolve
-    from nluforge.experiments.pipeline import execute, prepare
+    from nluforge.experiments.pipeline import execute, prepare, run_children
 
     flags = {"task": task, "model": model, "method": method, "seed": seed,
              "data.data_dir": data_dir, "data.train_file": train_file,
@@ -47,15 +47,23 @@ def train(
              "train.max_steps": max_steps, "train.lr": lr, "train.batch_size": batch_size,
              "train.eval_every": eval_every}
     cfg = resolve(config_layers(config, flags, params, sets))
-    run_dir = output_dir / cfg.run_id()
+    run_dir = output_dir / cfg.parent().run_id()  # compress steps: derived runs beside it, afterwards
     if resume and not (run_dir / "checkpoints").is_dir():
         fail(f"nothing to resume: {run_dir} has no checkpoints; run again without --resume")
+    from nluforge.core.runtime import is_main_process
+
     prep = prepare(cfg)
-    for note in prep.notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(f"run directory: {run_dir}", err=True)
+    if is_main_process():  # under torchrun, every process gets here; one speaks
+        for note in prep.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"run directory: {run_dir}", err=True)
     result = execute(prep, run_dir, resume=resume, show_progress=True)
+    if result is None:  # not the main process of a multi-process run: the main one records and prints
+        return
     _print_result(result, run_dir)
+    for child in run_children(cfg, output_dir) if cfg.compress else []:
+        typer.echo(f"derived run ({child.run_info.step}): {output_dir / child.run_info.id} "
+                   f"[{child.run_info.status}{': ' + child.run_info.error if child.run_info.error else ''}]")
 
 
 def _print_result(result, run_dir: Path) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from nluforge.core.config import merge, overrides_to_dict
 from nluforge.core.errors import UserError
+from nluforge.experiments.cells import State, cell_state
 from nluforge.experiments.grid import Cell, Grid, load_grid
-from nluforge.experiments.runners import State, cell_state
 
 DATA_DIR_ENV = "NLUFORGE_DATA_DIR"
 
@@ -108,7 +108,9 @@ def make_plan(cells: list[Cell], results_dir: str | Path, *, retry_failed: bool 
     rows, from_results = [], 0
     for cell, state, run in zip(cells, states, runs, strict=True):
         seen = observed.get(_group(cell.config.to_dict()))
-        if seen:
+        if cell.config.step() is not None:  # a derived run: no training, its parent's model re-evaluated
+            estimate = derived_seconds(cell.config) * scale
+        elif seen:
             from_results += run
             estimate = seen[0] / seen[1] * train_examples(cell.config)
         else:
@@ -136,10 +138,6 @@ _TOKENS = {"sst2": 14, "cola": 11, "mrpc": 53, "stsb": 31, "qnli": 50, "rte": 70
            "qqp": 30, "mnli": 40}
 _EVAL_SIZE = {"sst2": 872 + 148, "cola": 1043, "mrpc": 408, "stsb": 1500, "qnli": 5463 + 148,
               "rte": 277 + 81, "wnli": 71, "qqp": 40430 + 78, "mnli": 19647 + 283}
-# Training speed relative to full fine-tuning (the backward pass through frozen layers remains).
-_SPEED = {"full": 1.0, "linear_probe": 3.0, "bitfit": 1.4, "lora": 1.25, "dylora": 1.2, "adalora": 1.1,
-          "ia3": 1.3, "prompt_tuning": 1.0, "prefix_tuning": 1.2, "lopa": 1.0, "adapter": 1.25,
-          "lst": 2.0, "prompt_based": 0.9}
 _FIXED_S = 10.0  # loading, saving, latency measurement
 
 
@@ -154,10 +152,29 @@ def train_examples(cfg: Any) -> float:
 
 def guess_seconds(cfg: Any) -> float:
     """Full fine-tuning of the default model on one 2-core CPU: ~(10 + 0.7·tokens) ms per example."""
-    tokens = min(_TOKENS.get(cfg.task, 40), cfg.data.max_length)
-    per_example = (0.010 + 0.0007 * tokens) / _SPEED.get(cfg.method, 1.0)
+    per_example = _per_example(cfg)
     evals = min(_EVAL_SIZE.get(cfg.task, 1000), (cfg.data.max_eval_samples or 10**9) + 300)
     return train_examples(cfg) * per_example + evals * per_example / 3 + _FIXED_S
+
+
+def _relative_speed(method: str) -> float:
+    """The method's training speed relative to full fine-tuning, from its registry entry (1.0 if unknown)."""
+    from nluforge.methods import METHODS
+
+    try:
+        return METHODS.entry(method).meta.get("relative_speed", 1.0)
+    except UserError:
+        return 1.0
+
+
+def derived_seconds(cfg: Any) -> float:
+    """A derived (compressed) run: load, compress, evaluate and measure; no training."""
+    return guess_seconds(cfg) - train_examples(cfg) * _per_example(cfg)
+
+
+def _per_example(cfg: Any) -> float:
+    tokens = min(_TOKENS.get(cfg.task, 40), cfg.data.max_length)
+    return (0.010 + 0.0007 * tokens) / _relative_speed(cfg.method)
 
 
 def _group(config: dict[str, Any]) -> tuple[str, str, str]:
@@ -174,7 +191,7 @@ def _observed(results_dir: str | Path) -> dict[tuple[str, str, str], tuple[float
     out: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for _, result in iter_results(results_dir, include_failed=False):
         info, cost = result.run_info, result.cost
-        if not (info.wall_time_s and cost.train_examples):
+        if info.parent or not (info.wall_time_s and cost.train_examples):  # derived runs do not train
             continue
         try:
             guess = guess_seconds(resolve(result.config))

@@ -1,16 +1,22 @@
 """The resolved run config: everything one cell of a grid (or one ``nluforge train``) needs.
 
 Built by :func:`resolve` from defaults < YAML < command-line overrides, strictly (unknown keys are
-one-line errors). Sub-configs are plain dataclasses; method and optimizer options stay as mappings here
-and are validated against the method's or optimizer's own config dataclass in :func:`validate`.
+one-line errors). Sub-configs are plain dataclasses; method, optimizer, step and privacy options stay as mappings here
+and are resolved into their registries' typed configs by :func:`nluforge.experiments.sections.resolve_sections`.
+
+Derived runs: a config with exactly one ``compress`` step *is* a derived run of its parent, the same
+config with ``compress: []`` (see :meth:`RunConfig.parent`); its run directory is a sibling of the
+parent's. A config with several steps expands into its parent and one derived run per step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from nluforge.core.config import build, merge, to_dict
@@ -104,6 +110,17 @@ class EvalConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differentially private training, resolved through the privacy registry; empty by default."""
+
+    method: str | None = None  # e.g. a DP-SGD implementation, when one is registered
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def is_set(self) -> bool:
+        return self.method is not None or bool(self.params)
+
+
+@dataclass
 class RunConfig:
     """One run: a task, a model, a method and how to train and measure it."""
 
@@ -120,11 +137,28 @@ class RunConfig:
     compress: list[dict[str, Any]] = field(default_factory=list)  # compression steps, in order
     attack: list[dict[str, Any]] = field(default_factory=list)  # robustness evaluations
     audit: list[dict[str, Any]] = field(default_factory=list)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     name: str | None = None  # optional human label for the run
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+    def parent(self) -> RunConfig:
+        """The trained run this config derives from (itself, when it has no compress step)."""
+        return dataclasses.replace(self, compress=[]) if self.compress else self
+
+    def children(self) -> list[RunConfig]:
+        """One derived run per compress step (none without steps)."""
+        return [dataclasses.replace(self, compress=[step]) for step in self.compress]
+
+    def step(self) -> dict[str, Any] | None:
+        """The compress step of a derived run; None for a trained run (or one that expands into several)."""
+        return self.compress[0] if len(self.compress) == 1 else None
+
+    def step_label(self) -> str | None:
+        step = self.step()
+        return f"compress:{step.get('method')}" if step is not None else None
 
     def slug(self) -> str:
         model = re.sub(r"[^A-Za-z0-9]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-").lower()
@@ -142,14 +176,35 @@ class RunConfig:
         return ""
 
     def hash8(self) -> str:
-        """Content hash of the resolved config: same config, same run directory."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Content hash of the resolved config: same config, same run directory.
+
+        An unset ``privacy`` section is left out, so run ids from before it existed stay valid."""
+        data = self.to_dict()
+        if not self.privacy.is_set():
+            del data["privacy"]
+        blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def run_id(self) -> str:
-        return f"{self.slug()}--{self.hash8()}"
+        """``<slug>--<hash8>``; a derived run: ``<parent slug>-<step>--<hash8>``, beside its parent.
+        A config with several compress steps names its parent's directory (it trains there)."""
+        step = self.step()
+        if step is None:
+            return f"{self.parent().slug()}--{self.parent().hash8()}"
+        name = re.sub(r"[^a-z0-9_.-]+", "-", str(step.get("method", "step")).lower())
+        return f"{self.parent().slug()}-{name}--{self.hash8()}"
 
 
 def resolve(*layers: dict[str, Any] | None) -> RunConfig:
     """Merge ``layers`` (defaults < YAML < overrides) into a strict :class:`RunConfig`."""
     return build(RunConfig, merge(*layers), where="")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config of a run directory."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    return resolve(yaml.safe_load(path.read_text()) or {})

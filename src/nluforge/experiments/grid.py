@@ -18,7 +18,10 @@ A grid file has this shape (every key but ``version`` optional)::
 An axis entry becomes a *patch* of the run config: ``task``/``model``/``method``/``optimizer`` take a
 name or ``{name, params (method/optimizer only), <any other RunConfig key>}``; ``seed`` and ``name``
 take a scalar; ``data``/``train``/``eval`` take a partial mapping; ``compress``/``attack``/``audit``
-take a list of steps (``[]`` or ``null``: none; one mapping: one step). A cell is
+take a list of steps (``{method: NAME, <options>}``; ``[]`` or ``null``: none; one mapping: one step).
+Compress steps are *derived runs*: a cell with M compress steps expands into its trained cell
+(``compress: []``) followed by M derived cells, one per step, so N trainings and M steps cost N
+trainings (cells differing only in their compress steps share the trained cell). A cell is
 ``resolve(base, patch_1, ..., patch_k, overrides)``. Two axes that set the same key in one cell are an
 error, not a silent order-dependent win. Exclude rules are matched against the resolved config.
 """
@@ -132,6 +135,7 @@ def expand(grid: Grid, overrides: Mapping[str, Any] | None = None) -> list[Cell]
     """The grid's cells in product order, minus excluded ones; ``overrides`` apply last to each."""
     cells: list[Cell] = []
     seen: dict[str, dict[str, str]] = {}
+    trained_ids: set[str] = set()  # trained cells added on behalf of compress steps
     matched = [False] * len(grid.exclude)
     for combo in itertools.product(*(axis.entries for axis in grid.axes)):
         labels = {axis.name: e.label for axis, e in zip(grid.axes, combo, strict=True)}
@@ -143,15 +147,34 @@ def expand(grid: Grid, overrides: Mapping[str, Any] | None = None) -> list[Cell]
             matched[i] = True
         if hits:
             continue
-        if cfg.run_id() in seen:
-            raise UserError(f"cells {_describe(seen[cfg.run_id()])} and {_describe(labels)} resolve to "
-                            f"the same run ({cfg.run_id()}); drop one of the duplicate axis values")
-        seen[cfg.run_id()] = labels
-        cells.append(Cell(cfg, labels))
+        # cells that differ only in their compress steps share one trained cell
+        _add_trained(cells, seen, trained_ids, Cell(cfg.parent(), labels), for_steps=bool(cfg.compress))
+        for child in cfg.children():  # one derived run per compress step, after its parent
+            _add(cells, seen, Cell(child, {**labels, "compress": str(child.step().get("method"))}))
     for i, hit in enumerate(matched):
         if not hit:
             raise UserError(f"exclude[{i}] {grid.exclude[i]} matches no cell; check its keys and values")
     return cells
+
+
+def _add(cells: list[Cell], seen: dict[str, dict[str, str]], cell: Cell) -> None:
+    if cell.run_id in seen:
+        raise UserError(f"cells {_describe(seen[cell.run_id])} and {_describe(cell.labels)} resolve to "
+                        f"the same run ({cell.run_id}); drop one of the duplicate axis values")
+    seen[cell.run_id] = cell.labels
+    cells.append(cell)
+
+
+def _add_trained(cells: list[Cell], seen: dict[str, dict[str, str]], shared: set[str], cell: Cell,
+                 for_steps: bool) -> None:
+    """A trained cell; one that compress steps need (``for_steps``) may coincide with another cell."""
+    if cell.run_id in shared or (for_steps and cell.run_id in seen):
+        if not for_steps:
+            shared.discard(cell.run_id)  # now named by a cell of its own: a second one is a duplicate
+        return
+    if for_steps:
+        shared.add(cell.run_id)
+    _add(cells, seen, cell)
 
 
 # ---- axes ---------------------------------------------------------------------------------------
@@ -177,7 +200,7 @@ def _entry(axis: str, value: Any, where: str) -> Entry:
         steps = [] if value is None else [value] if isinstance(value, Mapping) else value
         if not isinstance(steps, list) or not all(isinstance(s, Mapping) for s in steps):
             raise UserError(f"'{where}' must be a list of step mappings (or null), got {value!r}")
-        return Entry("+".join(str(s.get("name", "?")) for s in steps) or "none", {axis: list(steps)})
+        return Entry("+".join(str(s.get("method", "?")) for s in steps) or "none", {axis: list(steps)})
     if isinstance(value, (Mapping, list)):
         raise UserError(f"'{where}' must be a single value, got {value!r}")
     return Entry(str(value), {axis: value})
@@ -296,14 +319,12 @@ def _leaves(patch: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def _checked(base: dict[str, Any], patch: dict[str, Any], where: str,
              overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Resolve ``base < patch < overrides`` strictly; check the method's params and the optimizer name."""
-    from nluforge.methods import method_config
-    from nluforge.optim import OPTIMIZERS
+    """Resolve ``base < patch < overrides`` strictly, and every section through its registry."""
+    from nluforge.experiments.sections import resolve_sections
 
     try:
         cfg = resolve(base, patch, overrides)
-        method_config(cfg.method, cfg.method_params)
-        OPTIMIZERS.entry(cfg.optimizer)
+        resolve_sections(cfg)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
     return cfg

@@ -101,13 +101,13 @@ def read_unlabeled_file(path: Path, spec, text_fields: list[str] | None = None) 
 
 def _from_train(cfg, n: int, labeled) -> tuple[list[tuple[str, ...]], str]:
     """``n`` seeded train examples whose text is not in the labeled subset, in file order."""
-    from nluforge.experiments.pipeline import _task_kwargs
+    from nluforge.experiments.data import task_kwargs
     from nluforge.tasks import load_task
 
     if not (cfg.data.k_shot or cfg.data.max_train_samples):
         raise UserError("prompt_based: unlabeled_from_train needs a labeled subset of train (data.k_shot or "
                         "data.max_train_samples); with all of train labeled, use unlabeled_file instead")
-    kwargs = _task_kwargs(cfg) | {"k_shot": None, "max_train_samples": None, "max_eval_samples": None}
+    kwargs = task_kwargs(cfg) | {"k_shot": None, "max_train_samples": None, "max_eval_samples": None}
     full = load_task(cfg.task, splits=["train"], **kwargs).splits["train"]
     seen = set(labeled.texts)
     pool = [i for i, text in enumerate(full.texts) if text not in seen]
@@ -122,15 +122,15 @@ def _from_train(cfg, n: int, labeled) -> tuple[list[tuple[str, ...]], str]:
 # ------------------------------------------------------------------------------------------- distillation
 
 
-def distill(prep, teacher, encoded: dict[str, Any], names: list[str], teacher_fit, teacher_peak, run_dir: Path,
-            *, resume: bool, show_progress: bool) -> Distilled:
+def distill(state, teacher, teacher_fit, teacher_peak) -> Distilled:
     """Evaluate the trained pattern ensemble, soft-label ``prep.unlabeled`` with it, and train a classifier."""
     from nluforge.eval.meters import PeakMemory
     from nluforge.experiments import stages
     from nluforge.models.inputs import encode
 
+    prep, run_dir = state.prep, state.run_dir
     mc = prep.method_cfg
-    ensemble_metrics = stages.evaluate(prep, teacher, encoded, names, None)
+    ensemble_metrics = stages.evaluate(prep, teacher, state.encoded, state.names, None)
     device = next(teacher.parameters()).device
     unlabeled = encode(prep.unlabeled, list(range(len(prep.unlabeled))), prep.tokenizer, prep.cfg.data.max_length)
     with PeakMemory(device) as peak:
@@ -139,9 +139,7 @@ def distill(prep, teacher, encoded: dict[str, Any], names: list[str], teacher_fi
         label_s = time.perf_counter() - t0
         if device.type != "cpu":
             teacher.to("cpu")  # its accelerator memory goes to the student
-        first = stages.eval_split_names_for_selection(prep)
-        student, fit, lr = _train_student(prep, unlabeled, targets, encoded[first], first, run_dir,
-                                          resume=resume, show_progress=show_progress)
+        student, fit, lr = _train_student(state, unlabeled, targets)
     summary = {"unlabeled": len(unlabeled), "temperature": mc.distill_temperature, "lr": lr,
                "soft_label_time_s": round(label_s, 3), "teacher_label_counts": _counts(targets),
                "steps": fit.steps, "best_step": fit.best_step, "stopped_early": fit.stopped_early,
@@ -168,49 +166,37 @@ def _soft_targets(prep, teacher, unlabeled, temperature: float):
     return soft_labels(torch.from_numpy(logits), temperature).to(next(teacher.parameters()).device)
 
 
-def _train_student(prep, unlabeled, targets, dev, dev_name: str, run_dir: Path, *, resume: bool,
-                   show_progress: bool):
-    """A fresh sequence classifier of the same base model, fully fine-tuned on the soft targets."""
+def _train_student(state, unlabeled, targets):
+    """A fresh sequence classifier of the same base model, fully fine-tuned on the soft targets, through
+    the run's one training stage with a soft-label ``loss_fn``."""
     import torch
 
-    from nluforge.experiments.pipeline import _device_and_accelerator
-    from nluforge.experiments.stages import LOG_FILE, pad_id, split_metrics
+    from nluforge.experiments.servable import distilled_classifier
+    from nluforge.experiments.stages import eval_split_names_for_selection, split_metrics, train_stage
     from nluforge.methods import METHODS
     from nluforge.methods.prompt_based import soft_label_loss
-    from nluforge.models.loading import load_model
-    from nluforge.optim import build_optimizer, linear_schedule
-    from nluforge.train import fit
-    from nluforge.train.loop import total_steps
 
+    prep = state.prep
     cfg, mc, spec = prep.cfg, prep.method_cfg, prep.spec
     lr = mc.distill_lr or METHODS.entry("full").meta["default_lr"]
     train_cfg = dataclasses.replace(cfg.train, epochs=mc.distill_epochs, max_steps=mc.distill_max_steps, lr=lr,
                                     batch_size=mc.distill_batch_size or cfg.train.batch_size)
     torch.manual_seed(cfg.seed)  # the classification head's initialisation
-    student = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names)
-    device, acc = _device_and_accelerator(cfg)
-    student = student.to(device)
-    optimizer = build_optimizer(cfg.optimizer, student, lr=lr, weight_decay=cfg.train.weight_decay,
-                                **cfg.optimizer_params)
-    steps = total_steps(train_cfg, len(unlabeled), acc.num_processes)
-    scheduler = linear_schedule(optimizer, total_steps=steps, warmup_ratio=cfg.train.warmup_ratio)
-    student, optimizer = acc.prepare(student, optimizer)
-    targets = targets.to(acc.device)
-    _log(run_dir, {"event": "distill_start", "unlabeled": len(unlabeled), "temperature": mc.distill_temperature,
-                   "lr": lr, "steps": steps})
+    student = distilled_classifier(cfg, spec)
+    _log(state.run_dir, {"event": "distill_start", "unlabeled": len(unlabeled),
+                         "temperature": mc.distill_temperature, "lr": lr})
+    first = eval_split_names_for_selection(prep)
+    dev = state.encoded[first]
 
     def loss_fn(model, batch):  # batch["labels"] holds example indices into ``targets``
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (B, L)
-        return soft_label_loss(logits, targets[batch["labels"]], mc.distill_temperature), logits
+        soft = targets[batch["labels"].to(targets.device)].to(logits.device)  # (B, L)
+        return soft_label_loss(logits, soft, mc.distill_temperature), logits
 
-    with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_fh:
-        result = fit(student, unlabeled, cfg=train_cfg, seed=cfg.seed, optimizer=optimizer, scheduler=scheduler,
-                     pad_id=pad_id(prep.tokenizer), accelerator=acc, loss_fn=loss_fn,
-                     evaluate=lambda m: split_metrics(prep, m, dev, dev_name), primary=spec.primary_metric,
-                     checkpoint_dir=run_dir / "checkpoints" / CHECKPOINTS, resume=resume,
-                     log=lambda rec: (log_fh.write(json.dumps({**rec, "phase": PHASE}) + "\n"), log_fh.flush()),
-                     show_progress=show_progress)
-    return acc.unwrap_model(student), result, lr
+    trained = train_stage(state, model=student, train=unlabeled, train_cfg=train_cfg, lr=lr, loss_fn=loss_fn,
+                          evaluate=lambda m: split_metrics(prep, m, dev, first),
+                          checkpoint_dir=state.run_dir / "checkpoints" / CHECKPOINTS, log_fields={"phase": PHASE})
+    return trained.model, trained.fit, lr
 
 
 def _counts(targets) -> list[int]:
@@ -232,7 +218,10 @@ def _combined(teacher, student, label_s: float):
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    from nluforge.core.runtime import is_main_process
     from nluforge.experiments.stages import LOG_FILE
 
+    if not is_main_process():
+        return
     with open(run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**record, "phase": PHASE}) + "\n")

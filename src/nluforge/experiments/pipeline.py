@@ -1,10 +1,20 @@
-"""One cell of an experiment: load → adapt → train → compress → evaluate → attack → audit.
+"""One cell of an experiment, as a visible list of named stages over one :class:`RunState`.
 
-:func:`prepare` does everything that can fail because of the user's input (task, data files, model,
-method options) and writes nothing, so a bad input never leaves a run directory behind.
-:func:`execute` trains and measures, writing the run directory of DESIGN.md with ``result.json`` last.
-:func:`run_cell` is what grid runners call: it never raises for a failing cell, it records
-``status: failed`` and the error instead.
+    prepare:  load → adapt                          (validates everything, writes nothing)
+    execute:  train → [distill] → save → evaluate → [attack] → [audit] → measure
+    derived:  load (the parent's servable model) → compress → save → evaluate → [attack] → [audit] → measure
+
+:func:`prepare` does everything that can fail because of the user's input and writes nothing: it first
+resolves every config section through its registry (method, optimizer, compress, attack, audit,
+privacy; :mod:`nluforge.experiments.sections`), so a bad name fails in a second, before any model
+loads. :func:`execute` runs the stages, each of which records its own ``metrics[stage]`` (the evaluate
+stage's dev results stay under ``metrics["trained"]``), and writes the run directory with
+``result.json`` last. A derived run (a compressed child; :mod:`nluforge.experiments.derived`) goes
+through the same ``execute`` with the derived stage list. :func:`run_cell` is what grid runners call:
+it never raises for a failing cell, it records ``status: failed`` and the error instead.
+
+Several processes (``torchrun``): every process trains (and distils); only the main one creates and
+writes the run directory, saves, evaluates and records, while the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -13,80 +23,28 @@ import logging
 import shutil
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from nluforge.core.errors import UserError
 from nluforge.core.io import atomic_write_text
-from nluforge.experiments.config import RunConfig
-from nluforge.results import Cost, RunInfo, RunResult, write_result
+from nluforge.core.runtime import barrier, is_main_process, seed_everything, set_threads
+from nluforge.experiments import derived
+from nluforge.experiments.config import RunConfig, read_run_config
+from nluforge.experiments.data import encode_splits, eval_split_names, load_data
+from nluforge.experiments.rundir import build_result, now, start_run_dir
+from nluforge.experiments.state import Prepared, RunState
+from nluforge.results import RunResult, write_result
+
+__all__ = ["Prepared", "RunState", "encode_splits", "execute", "load_data", "prepare", "read_run_config",
+           "run_cell"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-@dataclass
-class Prepared:
-    """A run ready to train: data, tokenizer and adapted model, all in memory."""
-
-    cfg: RunConfig
-    spec: Any  # nluforge.tasks.TaskSpec
-    splits: dict[str, Any]  # split name → nluforge.tasks.Split (train and evaluation splits)
-    tokenizer: Any
-    model: Any
-    method: Any  # the method module
-    method_cfg: Any
-    notes: list[str]
-    unlabeled: list[tuple[str, ...]] | None = None  # prompt_based distill: texts to soft-label (PET)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _task_kwargs(cfg: RunConfig) -> dict[str, Any]:
-    d = cfg.data
-    return dict(data_dir=d.data_dir, train_file=d.train_file, validation_file=d.validation_file,
-                test_file=d.test_file, text_fields=d.text_fields, label_field=d.label_field,
-                max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
-                k_shot=d.k_shot, seed=cfg.seed, advglue_file=cfg.eval.advglue_file)
-
-
-def load_data(cfg: RunConfig):
-    """The task's train split and its evaluation splits (plus AdvGLUE sets, when found)."""
-    from nluforge.tasks import get_task, load_task
-
-    data = load_task(cfg.task, **_task_kwargs(cfg))
-    spec = data.spec
-    if spec.eval_only:
-        raise UserError(f"task '{cfg.task}' is evaluation-only; train on '{spec.base}' and evaluate with "
-                        f"`nluforge eval RUN --task {cfg.task}`")
-    if "train" not in data.splits:
-        raise UserError(f"task '{cfg.task}' has no train split; give --train-file or a GLUE --data-dir")
-    splits = dict(data.splits)
-    notes: list[str] = list(data.notes)
-    if cfg.eval.advglue:
-        for adv in spec.advglue:
-            try:
-                adv_data = load_task(get_task(adv), data_dir=cfg.data.data_dir, advglue_file=cfg.eval.advglue_file)
-                splits[adv] = adv_data.splits["validation"]
-            except UserError as err:
-                notes.append(f"{adv} not evaluated: {err}")
-    return spec, splits, notes
-
-
-def eval_split_names(cfg: RunConfig, spec, splits: dict[str, Any]) -> list[str]:
-    names = list(cfg.eval.splits or spec.eval_splits)
-    missing = [n for n in names if n not in splits]
-    if missing:
-        raise UserError(f"task '{spec.name}' has no split '{missing[0]}'; available: {', '.join(splits)}")
-    return names + [n for n in spec.advglue if n in splits]
+# ---- prepare: load → adapt ---------------------------------------------------------------------------
 
 
 def build_model(cfg: RunConfig, spec, tokenizer):
@@ -104,151 +62,237 @@ def build_model(cfg: RunConfig, spec, tokenizer):
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    """Load data, tokenizer and model and apply the method; raises UserError on bad input."""
-    from nluforge.methods import method_config
+    """Resolve every section, load data and tokenizer, build and adapt the model; raises UserError.
+
+    A config with compress steps prepares its parent (the trained run); the steps become derived runs
+    (:func:`run_children`) once it has finished.
+    """
+    from nluforge.experiments.sections import resolve_sections
     from nluforge.tasks import get_task
 
-    checked = method_config(cfg.method, cfg.method_params)  # cheap checks first: bad names fail in a second
+    sections = resolve_sections(cfg)  # cheap checks first: bad names fail in a second
+    cfg = cfg.parent()
     if not cfg.data.train_file:
         get_task(cfg.task)
-
-    import torch
-
     from nluforge.models.loading import load_tokenizer
 
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    spec, splits, notes = load_data(cfg)
+    set_threads(cfg.train.num_threads)
+    spec, splits, notes = load_data(cfg)  # load
     eval_split_names(cfg, spec, splits)
     unlabeled = None
-    if getattr(checked, "distill", False):
+    if getattr(sections.method, "distill", False):
         from nluforge.experiments.pet_distill import load_unlabeled
 
-        unlabeled, note = load_unlabeled(cfg, checked, spec, splits["train"])
+        unlabeled, note = load_unlabeled(cfg, sections.method, spec, splits["train"])
         notes.append(note)
     tokenizer = load_tokenizer(cfg.model)
-    torch.manual_seed(cfg.seed)  # the head's (and the method's) initialisation
-    model, module, method_cfg = build_model(cfg, spec, tokenizer)
-    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled)
+    seed_everything(cfg.seed)  # the head's (and the method's) initialisation
+    model, module, method_cfg = build_model(cfg, spec, tokenizer)  # adapt
+    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections)
 
 
-def encode_splits(prep: Prepared, names: list[str]):
-    from nluforge.models.inputs import encode
-
-    fmt = getattr(prep.method, "format_inputs", None)
-    formatter = (lambda t: fmt(t, prep.method_cfg, prep.tokenizer, prep.spec)) if fmt else None
-    return {n: encode(prep.splits[n].texts, prep.splits[n].labels, prep.tokenizer, prep.cfg.data.max_length,
-                      formatter) for n in names}
+# ---- the stages --------------------------------------------------------------------------------------
 
 
-def _device_and_accelerator(cfg: RunConfig):
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[RunState], None]
+    when: Callable[[RunState], bool] = lambda state: True
+    all_ranks: bool = False  # every process runs it (training); otherwise only the main process
 
-    cuda = torch.cuda.is_available()
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and not cuda:
-        warnings.warn(f"{precision} autocast on CPU is usually much slower than fp32", stacklevel=2)
-    AcceleratorState._reset_state(reset_partial_state=False)  # a grid runs many cells in one process
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=1)
-    return acc.device, acc
+
+def _train(state: RunState) -> None:
+    from nluforge.experiments.stages import learning_rate, train_stage
+
+    t = train_stage(state)
+    state.model, state.fit, state.peak, state.ckpt_mb = t.model, t.fit, t.peak, t.ckpt_mb
+    state.device, state.accelerator = t.device, t.accelerator
+    state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
+                           "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+
+
+def _distills(state: RunState) -> bool:
+    return bool(getattr(state.prep.method_cfg, "distill", False))
+
+
+def _distill(state: RunState) -> None:
+    """PET: the pattern ensemble teaches a plain classifier, which becomes the run's model."""
+    from nluforge.experiments.pet_distill import distill
+
+    d = distill(state, state.model, state.fit, state.peak)
+    state.prep.model = state.model = d.model  # saved, evaluated and measured from here on
+    state.fit, state.peak = d.fit_result, d.peak
+    state.metrics["pet_ensemble"] = d.ensemble_metrics
+    state.meta["distill"] = d.summary
+
+
+def _save(state: RunState) -> None:
+    from nluforge.experiments.stages import save_model
+
+    state.model_dir = save_model(state.prep, state.model, state.run_dir)
+
+
+def _evaluate(state: RunState) -> None:
+    from nluforge.experiments.stages import evaluate
+
+    state.metrics["trained"] = evaluate(state.prep, state.model, state.encoded, state.names, state.run_dir)
+
+
+def _has(kind: str) -> Callable[[RunState], bool]:
+    return lambda state: bool(getattr(state.prep.sections, kind, None))
+
+
+def _run_steps(kind: str, registry_name: str, metrics_key: str) -> Callable[[RunState], None]:
+    """Attack/audit steps: each registry entry names its runner (``meta["run"]``, "module:function",
+    called as ``run(state, step) -> {split: {metric: value}}``); results merge into ``metrics_key``."""
+
+    def run(state: RunState) -> None:
+        import importlib
+
+        from nluforge.core import steps as registries
+
+        registry = getattr(registries, registry_name)
+        for step in getattr(state.prep.sections, kind):
+            module, _, attr = registry.entry(step.method).meta["run"].partition(":")
+            found = getattr(importlib.import_module(module), attr)(state, step)
+            for split, values in found.items():
+                state.metrics.setdefault(metrics_key, {}).setdefault(split, {}).update(values)
+
+    return run
+
+
+def _measure(state: RunState) -> None:
+    from nluforge.experiments.stages import measure_cost
+
+    state.cost = measure_cost(state.prep, state.model, state.encoded[state.names[0]], state.fit, state.peak,
+                              state.model_dir, state.ckpt_mb)
+
+
+_ATTACK = Stage("attack", _run_steps("attack", "ATTACKS", "attacked"), _has("attack"))
+_AUDIT = Stage("audit", _run_steps("audit", "AUDITS", "audited"), _has("audit"))
+
+# Stages that every process runs (all_ranks) come first; the others run on the main process only.
+TRAINED: tuple[Stage, ...] = (
+    Stage("train", _train, all_ranks=True),
+    Stage("distill", _distill, _distills, all_ranks=True),
+    Stage("save", _save),
+    Stage("evaluate", _evaluate),
+    _ATTACK,
+    _AUDIT,
+    Stage("measure", _measure),
+)
+DERIVED: tuple[Stage, ...] = (
+    Stage("compress", derived.compress_stage),
+    Stage("save", derived.save_stage),
+    Stage("evaluate", _evaluate),
+    _ATTACK,
+    _AUDIT,
+    Stage("measure", derived.measure_stage),
+)
+
+
+def stages_of(prep: Prepared) -> tuple[Stage, ...]:
+    return DERIVED if prep.parent is not None else TRAINED
+
+
+# ---- execute -----------------------------------------------------------------------------------------
 
 
 def execute(prep: Prepared, run_dir: Path, *, resume: bool = False, progress: Progress | None = None,
-            show_progress: bool = True) -> RunResult:
-    """Train and measure ``prep``; write ``run_dir`` with ``result.json`` last."""
-    cfg = prep.cfg
-    started, t0 = _now(), time.perf_counter()
-    _start_run_dir(run_dir, cfg, resume)
-    stage = progress or (lambda _name: None)
-    stage("train")
-    names = eval_split_names(cfg, prep.spec, prep.splits)
-    encoded = encode_splits(prep, ["train", *names])
-    from nluforge.experiments import stages
-
-    model, fit_result, device, peak, ckpt_mb = stages.train(prep, encoded, run_dir, resume=resume,
-                                                            show_progress=show_progress)
-    distilled = None
-    if getattr(prep.method_cfg, "distill", False):  # PET: the pattern ensemble teaches a plain classifier
-        stage("distill")
-        from nluforge.experiments.pet_distill import distill
-
-        distilled = distill(prep, model, encoded, names, fit_result, peak, run_dir, resume=resume,
-                            show_progress=show_progress)
-        prep.model = model = distilled.model  # the run's model from here on: saved, evaluated, measured
-    stage("save")
-    model_dir = stages.save_model(prep, model, run_dir)
-    stage("evaluate")
-    metrics = {"trained": stages.evaluate(prep, model, encoded, names, run_dir)}
-    cost_fit, cost_peak = (fit_result, peak) if distilled is None else (distilled.fit_result, distilled.peak)
-    if distilled is not None:
-        metrics["pet_ensemble"] = distilled.ensemble_metrics
-    cost = stages.measure_cost(prep, model, encoded[names[0]], cost_fit, cost_peak, model_dir, ckpt_mb)
-    for kind in ("compress", "attack", "audit"):
-        if getattr(cfg, kind):
-            raise UserError(f"{kind} steps are not available in this version of nluforge; remove '{kind}'")
-    if not cfg.train.keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    result = _result(cfg, "completed", None, started, t0, metrics, cost, device)
-    result.meta["notes"] = prep.notes
-    result.meta["train"] = {"steps": fit_result.steps, "best_step": fit_result.best_step,
-                            "stopped_early": fit_result.stopped_early, "lr": stages.learning_rate(prep)}
-    if distilled is not None:
-        result.meta["distill"] = distilled.summary
-    write_result(run_dir, result)
-    stage("done")
+            show_progress: bool = True) -> RunResult | None:
+    """Run the stages of ``prep`` into ``run_dir`` (``result.json`` last); None on non-main processes."""
+    stages = stages_of(prep)
+    state = RunState(prep, run_dir, resume=resume, show_progress=show_progress, started=now())
+    main = is_main_process()
+    # a derived run trains nothing: the main process does it alone, without waiting for the others
+    sync = barrier if prep.parent is None else (lambda: None)
+    if prep.parent is not None and not main:
+        return None
+    if main:
+        start_run_dir(run_dir, prep.cfg, resume)
+    sync()  # the run directory exists before any process trains into it
+    report = progress or (lambda _name: None)
+    state.names = eval_split_names(prep.cfg, prep.spec, prep.splits)
+    state.encoded = encode_splits(prep, (["train"] if prep.parent is None else []) + state.names)
+    state.model = prep.model
+    for stage in (s for s in stages if s.when(state) and s.all_ranks):  # training: every process
+        report(stage.name)
+        stage.run(state)
+    sync()  # every process is done writing (a slower rank may still be saving its best weights)
+    if not main:
+        sync()  # wait for the main process to record the run
+        return None
+    try:
+        for stage in (s for s in stages if not s.all_ranks):
+            if stage.when(state):
+                report(stage.name)
+                stage.run(state)
+        result = _record(state)
+    finally:
+        sync()  # release the waiting processes even when a stage fails here
+    report("done")
     return result
 
 
-def _start_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    """A fresh run directory (or the existing one, to resume); never a stale result.json."""
-    result = run_dir / "result.json"
-    if result.exists():
-        result.unlink()  # the run is redone: it must not look finished meanwhile
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def _record(state: RunState) -> RunResult:
+    cfg = state.cfg
+    if not cfg.train.keep_checkpoints:
+        shutil.rmtree(state.run_dir / "checkpoints", ignore_errors=True)
+    parent = state.prep.parent.run_dir.name if state.prep.parent is not None else None
+    result = build_result(cfg, "completed", None, state.started, state.t0, state.metrics, state.cost,
+                          state.device, parent=parent)
+    result.meta["notes"] = state.prep.notes
+    result.meta.update(state.meta)
+    write_result(state.run_dir, result)
+    return result
 
 
-def _result(cfg, status, error, started, t0, metrics, cost, device) -> RunResult:
-    from nluforge.experiments.meta import run_meta
-
-    info = RunInfo(id=cfg.run_id(), slug=cfg.slug(), status=status, error=error, started=started,
-                   finished=_now(), wall_time_s=round(time.perf_counter() - t0, 3))
-    meta = run_meta(device) if device is not None else {}
-    return RunResult(run_info=info, config=cfg.to_dict(), metrics=metrics, cost=cost or Cost(), meta=meta)
+# ---- run_cell ----------------------------------------------------------------------------------------
 
 
 def run_cell(cfg: RunConfig, results_dir: str | Path, *, progress: Progress | None = None,
-             resume: bool = False, show_progress: bool = False) -> RunResult:
-    """Run one grid cell into ``results_dir/<run_id>/``; a failure becomes a ``failed`` result."""
+             resume: bool = False, show_progress: bool = False) -> RunResult | None:
+    """Run one grid cell into ``results_dir/<run_id>/``; a failure becomes a ``failed`` result.
+
+    A derived cell (one compress step) trains its parent first when the parent has no result yet. A
+    config with several compress steps runs its parent, then each step's derived run.
+    """
+    if len(cfg.compress) > 1:
+        parent = run_cell(cfg.parent(), results_dir, progress=progress, resume=resume, show_progress=show_progress)
+        run_children(cfg, results_dir, progress=progress)
+        return parent
     run_dir = Path(results_dir) / cfg.run_id()
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = now(), time.perf_counter()
     try:
         (progress or (lambda _s: None))("load")
-        prep = prepare(cfg)
+        if cfg.step() is not None:
+            prep = derived.prepare_parent_first(cfg, Path(results_dir), run_cell, progress)
+        else:
+            prep = prepare(cfg)
         return execute(prep, run_dir, resume=resume, progress=progress, show_progress=show_progress)
     except Exception as err:  # noqa: BLE001 - a cell's failure is data, the grid goes on
         message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        if not is_main_process():
+            raise
         run_dir.mkdir(parents=True, exist_ok=True)
         if not isinstance(err, UserError):
             atomic_write_text(run_dir / "error.txt", traceback.format_exc())
-        result = _result(cfg, "failed", message, started, t0, {}, None, None)
+        parent = cfg.parent().run_id() if cfg.step() is not None else None
+        result = build_result(cfg, "failed", message, started, t0, {}, None, None, parent=parent)
         write_result(run_dir, result)
         return result
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    """The resolved config of a run directory."""
-    from nluforge.experiments.config import resolve
+def run_children(cfg: RunConfig, results_dir: str | Path, *, progress: Progress | None = None) -> list[RunResult]:
+    """The derived runs of ``cfg``'s compress steps, beside its (finished) parent; finished ones are kept."""
+    from nluforge.results import read_result
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    return resolve(yaml.safe_load(path.read_text()) or {})
-
+    out = []
+    for child in cfg.children():
+        path = Path(results_dir) / child.run_id()
+        if (path / "result.json").is_file() and read_result(path).run_info.status == "completed":
+            out.append(read_result(path))
+            continue
+        out.append(run_cell(child, results_dir, progress=progress))
+    return out

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nluforge.experiments.config import RunConfig
-from nluforge.experiments.runners import (
+from nluforge.experiments.cells import (
     CellEvent,
     CellFn,
     OnEvent,
@@ -28,6 +27,7 @@ from nluforge.experiments.runners import (
     run_in_process,
     threads_per_cell,
 )
+from nluforge.experiments.config import RunConfig
 from nluforge.results import RunResult
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nluforge.core.errors import MissingExtraError, UserError
-from nluforge.experiments.config import RunConfig
-from nluforge.experiments.runners import (
+from nluforge.experiments.cells import (
     CellEvent,
     CellFn,
     OnEvent,
@@ -24,6 +23,7 @@ from nluforge.experiments.runners import (
     run_in_process,
     threads_per_cell,
 )
+from nluforge.experiments.config import RunConfig
 from nluforge.results import RunResult
 
 

@@ -1,13 +1,15 @@
-"""The stages of a cell that touch torch: train, save, evaluate, measure.
+"""The building blocks of a run's stages that touch torch: train, save, evaluate, measure.
 
-Each takes the :class:`~nluforge.experiments.pipeline.Prepared` run and returns plain values, so the
-pipeline reads as a list of stages.
+:func:`train_stage` is the one training stage (ordinary training and PET distillation use it). The
+others take the :class:`~nluforge.experiments.state.Prepared` run and return plain values. Nothing here
+imports the pipeline.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,41 +29,82 @@ def learning_rate(prep) -> float:
     return prep.cfg.train.lr or METHODS.entry(prep.cfg.method).meta["default_lr"]
 
 
-def train(prep, encoded: dict[str, Any], run_dir: Path, *, resume: bool, show_progress: bool):
-    """Fit the model; returns (model, FitResult, device, PeakMemory, checkpoint size in MB)."""
+@dataclass
+class Trained:
+    """What :func:`train_stage` returns."""
+
+    model: Any  # unwrapped from the accelerator
+    fit: Any  # nluforge.train.loop.FitResult
+    device: Any
+    accelerator: Any
+    peak: Any  # PeakMemory (.mb, .kind)
+    ckpt_mb: float | None
+
+
+def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | None = None, loss_fn=None,
+                hooks=None, sampler=None, update_step=None, evaluate=None, checkpoint_dir: Path | None = None,
+                log_fields: dict[str, Any] | None = None) -> Trained:
+    """Fit a model through :func:`nluforge.train.fit`: the one training stage every recipe reuses.
+
+    Defaults train the run's own model (``state.prep.model``) on ``state.encoded["train"]`` with the
+    run's optimizer, schedule, the method's hooks and model selection on the first dev split. PET
+    distillation (and later adversarial or DP training) passes its own ``model``/``train``/``loss_fn``/
+    ``hooks``/``sampler``/``update_step``/``train_cfg``/``lr``. Only the main process writes the log and checkpoints.
+    """
+    from nluforge.core.runtime import device_and_accelerator, is_main_process
     from nluforge.eval.meters import PeakMemory
-    from nluforge.experiments.pipeline import _device_and_accelerator
     from nluforge.models.loading import dir_size_mb
     from nluforge.optim import build_optimizer, linear_schedule
     from nluforge.train import fit
     from nluforge.train.loop import total_steps
 
-    cfg = prep.cfg
-    device, acc = _device_and_accelerator(cfg)
-    model = prep.model.to(device)
-    optimizer = build_optimizer(cfg.optimizer, model, lr=learning_rate(prep),
+    prep, cfg = state.prep, state.cfg
+    train = state.encoded["train"] if train is None else train
+    train_cfg = train_cfg or cfg.train
+    own_model = model is None  # the run's own model gets the method's per-step hooks
+    device, acc = device_and_accelerator(cfg.train.precision)
+    model = (prep.model if own_model else model).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model, lr=lr or learning_rate(prep),
                                 weight_decay=cfg.train.weight_decay, **cfg.optimizer_params)
-    steps = total_steps(cfg.train, len(encoded["train"]), acc.num_processes)
+    steps = total_steps(train_cfg, len(train), acc.num_processes)
     scheduler = linear_schedule(optimizer, total_steps=steps, warmup_ratio=cfg.train.warmup_ratio)
-    hooks_fn = getattr(prep.method, "train_hooks", None)
-    hooks = hooks_fn(model, prep.method_cfg, steps) if hooks_fn else None
+    if hooks is None and own_model and getattr(prep.method, "train_hooks", None):
+        hooks = prep.method.train_hooks(model, prep.method_cfg, steps)
     model, optimizer = acc.prepare(model, optimizer)
-    first_eval = eval_split_names_for_selection(prep)
+    if evaluate is None:
+        first = eval_split_names_for_selection(prep)
 
-    def evaluate_fn(m):
-        return split_metrics(prep, m, encoded[first_eval], first_eval)
+        def evaluate(m):
+            return split_metrics(prep, m, state.encoded[first], first)
 
-    log_path = run_dir / LOG_FILE
-    with open(log_path, "a", encoding="utf-8") as log_fh, PeakMemory(device) as peak:
-        result = fit(model, encoded["train"], cfg=cfg.train, seed=cfg.seed, optimizer=optimizer,
-                     scheduler=scheduler, pad_id=pad_id(prep.tokenizer), accelerator=acc,
-                     evaluate=evaluate_fn, primary=prep.spec.primary_metric,
-                     checkpoint_dir=run_dir / "checkpoints", resume=resume, hooks=hooks,
-                     log=lambda rec: (log_fh.write(json.dumps(rec) + "\n"), log_fh.flush()),
-                     show_progress=show_progress)
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_mb = dir_size_mb(ckpt_dir) if ckpt_dir.exists() else None
-    return acc.unwrap_model(model), result, device, peak, ckpt_mb
+    # seams given only when set, so fit's own defaults apply otherwise
+    seams = {k: v for k, v in (("loss_fn", loss_fn), ("sampler", sampler), ("update_step", update_step))
+             if v is not None}
+    checkpoint_dir = checkpoint_dir or state.run_dir / "checkpoints"
+    extra = log_fields or {}
+    log_fh = open(state.run_dir / LOG_FILE, "a", encoding="utf-8") if is_main_process() else None
+    try:
+        with PeakMemory(device) as peak:
+            result = fit(model, train, cfg=train_cfg, seed=cfg.seed, optimizer=optimizer, scheduler=scheduler,
+                         pad_id=pad_id(prep.tokenizer), accelerator=acc, evaluate=evaluate,
+                         primary=prep.spec.primary_metric, checkpoint_dir=checkpoint_dir, resume=state.resume,
+                         hooks=hooks, log=_logger(log_fh, extra), show_progress=state.show_progress, **seams)
+    finally:
+        if log_fh is not None:
+            log_fh.close()
+    ckpt_mb = dir_size_mb(checkpoint_dir) if checkpoint_dir.exists() else None
+    return Trained(acc.unwrap_model(model), result, device, acc, peak, ckpt_mb)
+
+
+def _logger(fh, extra: dict[str, Any]):
+    if fh is None:
+        return lambda rec: None
+
+    def log(rec: dict[str, Any]) -> None:
+        fh.write(json.dumps({**rec, **extra}) + "\n")
+        fh.flush()
+
+    return log
 
 
 def eval_split_names_for_selection(prep) -> str:
@@ -118,81 +161,49 @@ def save_model(prep, model, run_dir: Path) -> Path:
     with quiet_transformers():
         saver(model, tmp)
         prep.tokenizer.save_pretrained(tmp)
-    write_task_record(tmp, prep.spec)  # the labels a custom-task run predicts, for later eval/predict
+    write_task_record(tmp, prep.spec)  # the labels the model predicts, for eval/predict of custom tasks
     return atomic_replace_dir(tmp, run_dir / "model")
 
 
 def measure_cost(prep, model, enc, fit_result, peak, model_dir: Path, ckpt_mb: float | None) -> Cost:
-    from nluforge.eval.meters import measure_latency
     from nluforge.models.loading import dir_size_mb
-    from nluforge.models.params import count_params
+    from nluforge.models.params import count_params, size_figures
 
-    cfg = prep.cfg
-    latency = {}
-    if cfg.eval.latency:
-        for bs in (1, 32):
-            latency[bs] = round(measure_latency(model, enc, batch_size=bs, pad_id=pad_id(prep.tokenizer),
-                                                regression=prep.spec.is_regression,
-                                                n_examples=max(cfg.eval.latency_examples, bs * 2)), 4)
+    latency = latency_ms(prep, model, enc)
+    sizes = size_figures(model_dir, base=prep.cfg.model)
     return Cost(total_params=count_params(model), trainable_params=count_params(model, trainable_only=True),
                 peak_memory_mb=round(peak.mb, 1), peak_memory_kind=peak.kind,
                 train_time_s=round(fit_result.train_time_s, 3),
                 train_examples_per_s=round(fit_result.examples_per_s, 2),
                 train_examples=fit_result.examples_seen, latency_ms_bs1=latency.get(1),
                 latency_ms_bs32=latency.get(32), model_size_mb=round(dir_size_mb(model_dir), 3),
-                checkpoint_size_mb=round(ckpt_mb, 3) if ckpt_mb is not None else None)
+                checkpoint_size_mb=round(ckpt_mb, 3) if ckpt_mb is not None else None,
+                delta_size_mb=_round(sizes.delta_mb), standalone_size_mb=_round(sizes.standalone_mb))
+
+
+def _round(mb: float | None) -> float | None:
+    return round(mb, 3) if mb is not None else None
+
+
+def latency_ms(prep, model, enc) -> dict[int, float]:
+    """Eval latency in ms per example at batch 1 and 32 (empty when ``eval.latency`` is off)."""
+    from nluforge.eval.meters import measure_latency
+
+    cfg = prep.cfg
+    if not cfg.eval.latency:
+        return {}
+    return {bs: round(measure_latency(model, enc, batch_size=bs, pad_id=pad_id(prep.tokenizer),
+                                      regression=prep.spec.is_regression,
+                                      n_examples=max(cfg.eval.latency_examples, bs * 2)), 4) for bs in (1, 32)}
 
 
 def load_run(run_dir: Path, *, model_dir: Path | None = None):
-    """Rebuild a finished run's model from its ``config.yaml`` and ``model/`` folder.
+    """A finished run's model: ``(cfg, spec, tokenizer, model, method_module, method_cfg)``.
 
-    Returns ``(cfg, spec, tokenizer, model, method_module, method_cfg)``.
+    Kept for callers that unpack a tuple; :func:`nluforge.experiments.servable.load_servable` returns
+    the same (and more) as a dataclass, and also loads derived (compressed) runs.
     """
-    from nluforge.core.errors import UserError
-    from nluforge.experiments.pipeline import read_run_config
-    from nluforge.methods import base, method_config, method_module
-    from nluforge.models.loading import load_model
-    from nluforge.tasks import get_task
+    from nluforge.experiments.servable import load_servable
 
-    cfg = read_run_config(run_dir)
-    model_dir = model_dir or Path(run_dir) / "model"
-    if not model_dir.is_dir():
-        raise UserError(f"{run_dir} has no saved model (model/ is missing); did the run finish?")
-    if cfg.task == "custom":
-        from nluforge.tasks.custom import run_task_spec
-
-        spec = run_task_spec(model_dir, train_file=cfg.data.train_file, text_fields=cfg.data.text_fields,
-                             label_field=cfg.data.label_field)
-    else:
-        spec = get_task(cfg.task)
-    module = method_module(cfg.method)
-    method_cfg = method_config(cfg.method, cfg.method_params)
-    tokenizer = _run_tokenizer(model_dir, cfg.model)
-    base_model = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names,
-                            head=getattr(module, "HEAD", "sequence_classification"),
-                            attn_implementation=getattr(module, "ATTN_IMPLEMENTATION", None))
-    loader = getattr(module, "load", None)
-    try:
-        if loader is not None:
-            model = loader(model_dir, base_model, method_cfg, tokenizer=tokenizer, task=spec)
-        else:
-            model = base.load(model_dir, base_model, method_cfg, module.adapt, tokenizer=tokenizer, task=spec)
-    except UserError:
-        raise
-    except Exception as err:  # safetensors, peft and transformers each raise their own types
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"the saved model in {model_dir} is corrupt or does not match the run's config "
-                        f"({first}); retrain the run") from None
-    return cfg, spec, tokenizer, model.eval(), module, method_cfg
-
-
-def _run_tokenizer(model_dir: Path, model: str):
-    """The tokenizer saved with the run (adapter folders have no config.json), else the model's."""
-    from transformers import AutoTokenizer
-
-    from nluforge.models.loading import load_tokenizer, quiet_transformers
-
-    if (Path(model_dir) / "tokenizer_config.json").is_file():
-        with quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(model_dir))
-    return load_tokenizer(model)
+    s = load_servable(run_dir, model_dir=model_dir)
+    return s.cfg, s.spec, s.tokenizer, s.model, s.method, s.method_cfg

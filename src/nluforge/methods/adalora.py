@@ -101,6 +101,8 @@ def train_hooks(model: nn.Module, cfg: Config, total_steps: int) -> TrainHooks:
 
     ``after_backward`` adds the orthogonality penalty's gradient; ``after_step`` must run after
     ``optimizer.step()`` and before ``zero_grad()`` (it reads the gradients to score importance).
+    ``state_dict``/``load_state_dict`` carry the allocator's smoothed scores and the rank pattern
+    through a checkpoint, so a resumed run allocates the budget as an uninterrupted one would.
     """
     tuner = _tuner(model)
     _set_schedule(tuner, cfg, total_steps)
@@ -110,7 +112,32 @@ def train_hooks(model: nn.Module, cfg: Config, total_steps: int) -> TrainHooks:
         (cfg.orth_reg_weight * orth_penalty(tuner, adapter)).backward()
 
     return TrainHooks(after_backward=add_orth_penalty if cfg.orth_reg_weight > 0 else None,
-                      after_step=tuner.update_and_allocate)
+                      after_step=tuner.update_and_allocate,
+                      state_dict=lambda: allocator_state(tuner),
+                      load_state_dict=lambda state: load_allocator_state(tuner, state))
+
+
+_SCORES = ("ipt", "exp_avg_ipt", "exp_avg_unc")  # peft RankAllocator: |w·g|, its EMA, the EMA of its deviation
+
+
+def allocator_state(tuner) -> dict:
+    """peft's RankAllocator state (scores per parameter name), the rank pattern, and the schedule in steps."""
+    alloc, peft_config = tuner.rankallocator, tuner.peft_config[tuner.trainable_adapter_name]
+    return {**{k: dict(getattr(alloc, k)) for k in _SCORES},
+            "rank_pattern": peft_config.rank_pattern,
+            "schedule": [peft_config.total_step, peft_config.tinit, peft_config.tfinal]}
+
+
+def load_allocator_state(tuner, state: dict) -> None:
+    alloc, peft_config = tuner.rankallocator, tuner.peft_config[tuner.trainable_adapter_name]
+    schedule = [peft_config.total_step, peft_config.tinit, peft_config.tfinal]
+    if state["schedule"] != schedule:
+        raise UserError(f"adalora: the checkpoint's budget schedule (total, tinit, tfinal) {state['schedule']} "
+                        f"differs from this run's {schedule}; resume with the same steps, or rerun without --resume")
+    params = dict(tuner.model.named_parameters())
+    for key in _SCORES:
+        setattr(alloc, key, {n: t.to(params[n].device) for n, t in state[key].items()})
+    peft_config.rank_pattern = state["rank_pattern"]
 
 
 def _tuner(model: nn.Module):

@@ -3,10 +3,14 @@
 Saved formats (always safetensors, never pickle):
 
 - a peft model: ``save_pretrained`` adapter folder, loadable with plain ``peft.PeftModel.from_pretrained``;
-- a plain Hugging Face model (full, linear probe, BitFit): a ``save_pretrained`` folder;
-- any other wrapper (own methods): ``method_state.safetensors`` with the trainable tensors (and the
-  buffers the method registers in ``_nluforge_extra_state``), restored by re-applying ``adapt`` to the
-  base model and loading that state.
+- a Hugging Face model whose every parameter is trained (full fine-tuning): a ``save_pretrained`` folder;
+- anything else (BitFit, the own methods' wrappers): only what the method trains, never a copy of the
+  frozen base: ``method_state.safetensors`` with the trainable tensors (and the buffers the method
+  registers in ``_nluforge_extra_state``), plus ``base_model.json`` naming the base model they apply to
+  (``base_model_name_or_path``, peft's key). :func:`load` re-applies ``adapt`` to the freshly loaded
+  base model and copies that state in, so the reloaded model's logits are the saved model's.
+
+:func:`nluforge.models.params.size_figures` reads these folders for the delta and standalone sizes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from torch import nn
 
 from nluforge.core.errors import UserError
-from nluforge.models.params import count_params, trainable_state
+from nluforge.models.params import BASE_REF, count_params, trainable_state
 
 METHOD_STATE = "method_state.safetensors"
 
@@ -33,6 +37,10 @@ class TrainHooks:
     after_backward: Callable[[int], None] | None = None  # gradients ready, before clipping and the step
     after_step: Callable[[int], None] | None = None  # after optimizer.step, before zero_grad (AdaLoRA)
     on_train_end: Callable[[], None] | None = None
+    # State the hooks keep between steps (nested dicts/lists of tensors and JSON values), saved in
+    # training checkpoints and restored on resume, so a resumed run continues exactly (AdaLoRA).
+    state_dict: Callable[[], dict[str, Any]] | None = None
+    load_state_dict: Callable[[dict[str, Any]], None] | None = None
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -80,17 +88,26 @@ def save(model: nn.Module, path: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     from transformers import PreTrainedModel
 
-    if is_peft(model) or isinstance(model, PreTrainedModel):
+    trains_all = all(p.requires_grad for p in model.parameters())
+    if is_peft(model) or (isinstance(model, PreTrainedModel) and trains_all):
         model.save_pretrained(path, safe_serialization=True)
         return
     save_state(model, path)
 
 
 def save_state(model: nn.Module, path: Path) -> None:
+    """The trained tensors, and a reference to the base model they apply to."""
+    import json
+
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}
     save_file(state, str(path / METHOD_STATE), metadata={"format": "pt"})
+    config = getattr(model, "config", None)
+    reference = {"base_model_name_or_path": getattr(config, "_name_or_path", "") or None,
+                 "complete": all(p.requires_grad for p in model.parameters()),  # the state is the whole model
+                 "saved_params": sum(v.numel() for v in state.values()), "total_params": count_params(model)}
+    (path / BASE_REF).write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")
 
 
 def load(path: str | Path, base_model: nn.Module, cfg: Any, adapt_fn: Callable[..., nn.Module], **context: Any):

@@ -64,10 +64,16 @@ def plan(model: nn.Module, cfg: Config) -> tuple[dict[str, nn.Linear], set[str]]
 def adapt(model: nn.Module, cfg: Config, **_context) -> nn.Module:
     from peft import IA3Config
 
+    from nluforge.optim import NO_DECAY
+
     layers, feedforward = plan(model, cfg)
     peft_config = IA3Config(task_type="SEQ_CLS", target_modules=list(layers),
                             feedforward_modules=sorted(feedforward))
-    return pc.wrap(model, peft_config)
+    peft_model = pc.wrap(model, peft_config)
+    # The vectors are stored as (d, 1) or (1, d) matrices and start at 1: weight decay would pull them
+    # towards 0 and switch their activations off, so they get none (as biases and norms).
+    setattr(peft_model, NO_DECAY, frozenset(n for n, _ in peft_model.named_parameters() if ".ia3_l." in n))
+    return peft_model
 
 
 def expected_trainable(model: nn.Module, cfg: Config) -> int:

@@ -6,6 +6,8 @@ Few-shot Learners" (ACL; LM-BFF, whose manual templates and label words the task
 
 Each example is rewritten by a pattern such as ``"{sentence} It was {mask} ."`` and the class logits are
 the MLM logits at the mask restricted to the verbalizer's words (one per label), shape (B, num_labels).
+Patterns and label words are task data: the task spec's ``template``, ``extra_templates`` and
+``verbalizer`` (``tasks/specs/*.yaml``); ``prompts`` picks them by index or gives strings.
 All weights are trained (LM-BFF fine-tunes the whole MLM). Regression (STS-B) follows LM-BFF's two-pole
 mapping: with words (low, high) and range [lo, hi], the score is ``lo + (hi - lo) · p(high)``; the
 training loop's MSE on that score replaces LM-BFF's KL loss.
@@ -13,7 +15,7 @@ training loop's MSE on that score replaces LM-BFF's KL loss.
 Where patterns are applied: inside ``forward``, on token ids. The pipeline tokenizes the raw text fields
 as usual (``[CLS] a [SEP] b [SEP]``); the model splits them back into fields and assembles
 ``[CLS] pattern(a, b) [SEP]`` per pattern, with the pattern's own words tokenized once at ``adapt``. So
-no ``format_inputs`` is needed, truncation never removes the mask (the data's ``max_length`` limits
+the text is never rewritten before tokenization, truncation never removes the mask (the data's ``max_length`` limits
 the text fields; the pattern adds a few tokens), and several patterns can be scored in one forward.
 
 Several patterns (``prompts: [0, 1]``): one model is trained on all of them at once (every step scores
@@ -45,7 +47,8 @@ head then starts as "hidden state · word embedding" instead of a random project
 Departures: patterns are single-segment (token type 0 throughout, as LM-BFF's single-sentence
 templates); a field's tokens come from the pair encoding, so with BPE tokenizers the first word of the
 second field lacks its leading-space form; patterns other than the task's template come from the small
-table ``EXTRA_PATTERNS`` (PET/LM-BFF-style variants), or are given as strings.
+task spec's ``extra_templates`` (PET/LM-BFF-style variants, in ``tasks/specs/*.yaml``), or are given as
+strings.
 """
 
 from __future__ import annotations
@@ -55,9 +58,8 @@ import string
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,20 +72,6 @@ from nluforge.models.arch import arch_of
 
 HEAD = "masked_lm"
 MASK = "{mask}"
-
-# Alternatives to each task's own template (prompt index 0), by task name: prompt indices 1, 2, ...
-EXTRA_PATTERNS: dict[str, tuple[str, ...]] = {
-    "sst2": ("{sentence} All in all , it was {mask} .", "Just {mask} ! {sentence}"),
-    "cola": ("{sentence} The grammar is {mask} .",),
-    "rte": ('" {sentence1} " ? {mask} , " {sentence2} "',),
-    "wnli": ('" {sentence1} " ? {mask} , " {sentence2} "',),
-    "mnli": ('" {premise} " ? {mask} , " {hypothesis} "',),
-    "qnli": ('" {question} " ? {mask} , " {sentence} "',),
-    "mrpc": ("{sentence1} ? {mask} , {sentence2}",),
-    "qqp": ("{question1} ? {mask} , {question2}",),
-    "stsb": ("{sentence1} ? {mask} , {sentence2}",),
-}
-
 
 @dataclass
 class Config:
@@ -139,8 +127,9 @@ class Pattern:
 
 
 def _patterns_for(cfg: Config, task) -> list[str]:
+    """The task spec's templates (index 0: ``template``, then ``extra_templates``) picked by ``prompts``."""
     table = ([task.template] if task is not None and task.template else []) + list(
-        EXTRA_PATTERNS.get(getattr(task, "name", ""), ()))
+        getattr(task, "extra_templates", ()))
     out = []
     for p in cfg.prompts:
         if isinstance(p, str):
@@ -195,7 +184,7 @@ class PromptModel(nn.Module):
         self.model = model
         self.config = model.config
         self.patterns = patterns
-        self.tokenizer = tokenizer  # for distill_soft_labels; not saved
+        self.tokenizer = tokenizer  # the mask token id; not saved
         self.register_buffer("word_ids", torch.tensor(word_ids), persistent=False)
         self.regression_range = regression_range
         self.special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0)
@@ -358,23 +347,3 @@ def soft_label_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: fl
     """
     log_p = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, L)
     return -(targets * log_p).sum(-1).mean() * temperature**2
-
-
-@torch.no_grad()
-def distill_soft_labels(model: nn.Module, unlabeled_texts: list[tuple[str, ...]], *, batch_size: int = 32,
-                        max_length: int = 128, temperature: float = 2.0) -> np.ndarray:
-    """PET's soft labels of raw texts: softmax(ensemble logits / T) per example, (N, num_labels)."""
-    if not isinstance(model, PromptModel) or model.regression_range is not None:
-        raise UserError("distill_soft_labels needs a classification model adapted by prompt_based")
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    out: list[Any] = []
-    for start in range(0, len(unlabeled_texts), batch_size):
-        chunk = unlabeled_texts[start:start + batch_size]
-        pairs = [c[1] for c in chunk] if len(chunk[0]) > 1 else None
-        enc = model.tokenizer([c[0] for c in chunk], pairs, truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
-        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits  # (b, L)
-        out.append(soft_labels(logits, temperature).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out)

@@ -31,6 +31,10 @@ class Arch:
     ffn_in_path: str = "intermediate.dense"
     ffn_out_path: str = "output.dense"
     mlm_head: tuple[str, ...] = ("cls",)
+    # the module inside one layer that maps hidden states (B, T, H) to attention outputs (B, T, H)
+    # through the ``key``/``value`` Linears above, one output row per input row (prefix tuning pads
+    # its input); None where it does not (relative-position biases, shared or split-input attention)
+    self_attn_path: str | None = "attention.self"
 
     @property
     def lora_targets(self) -> list[str]:
@@ -57,17 +61,20 @@ ARCH: dict[str, Arch] = {
     "electra": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "electra",
                     ("classifier",), mlm_head=("generator_predictions", "generator_lm_head")),
     "deberta": Arch("in_proj", "in_proj", "in_proj", "dense", "dense", "dense", "encoder.layer", "deberta",
-                    ("pooler", "classifier")),
+                    ("pooler", "classifier"), self_attn_path=None),
     "deberta-v2": Arch("query_proj", "key_proj", "value_proj", "dense", "dense", "dense", "encoder.layer",
-                       "deberta", ("pooler", "classifier")),
+                       "deberta", ("pooler", "classifier"), self_attn_path=None),
     "albert": Arch("query", "key", "value", "dense", "ffn", "ffn_output",
-                   "encoder.albert_layer_groups", "albert", ("classifier",), mlm_head=("predictions",)),
+                   "encoder.albert_layer_groups", "albert", ("classifier",), mlm_head=("predictions",),
+                   self_attn_path=None),
     "distilbert": Arch("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "transformer.layer", "distilbert",
                        ("pre_classifier", "classifier"), has_token_type_ids=False,
                        attn_out_path="attention.out_lin", ffn_in_path="ffn.lin1", ffn_out_path="ffn.lin2",
-                       mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")),
+                       mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
+                       self_attn_path=None),
     "mpnet": Arch("q", "k", "v", "o", "dense", "dense", "encoder.layer", "mpnet", ("classifier",),
-                  has_token_type_ids=False, attn_out_path="attention.attn.o", mlm_head=("lm_head",)),
+                  has_token_type_ids=False, attn_out_path="attention.attn.o", mlm_head=("lm_head",),
+                  self_attn_path=None),
 }
 
 

@@ -1,8 +1,10 @@
 """L1: optimizer and learning-rate schedule registry.
 
 ``build_optimizer(name, model, lr=..., weight_decay=..., **params)``. AdamW follows the BERT recipe:
-no weight decay on biases and LayerNorm weights. More optimizers (8-bit AdamW, GaLore, AdaHessian,
-MeZO) register here lazily.
+no weight decay on biases and LayerNorm weights, nor on the parameters the model names in
+``model._nluforge_no_decay`` (:data:`NO_DECAY`; an adaptation method sets it when some of its
+parameters must not decay, e.g. IA3's rescaling vectors). More optimizers (8-bit AdamW, GaLore,
+AdaHessian, MeZO) register here lazily.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from nluforge.core.errors import UserError
 from nluforge.core.registry import Registry
 
 OPTIMIZERS: Registry[Any] = Registry("optimizer", hint="known: adamw")
+NO_DECAY = "_nluforge_no_decay"  # model attribute: names (as in named_parameters) that get no weight decay
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    declared = set(getattr(model, NO_DECAY, ()))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        # IA3's rescaling vectors are stored as (d, 1) matrices and start at 1: decaying them towards 0
-        # would switch their activations off, so they join the biases and norms.
-        skip = p.ndim < 2 or "norm" in name.lower() or ".ia3_l." in name
+        skip = p.ndim < 2 or "norm" in name.lower() or name in declared
         (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]

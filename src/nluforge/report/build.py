@@ -9,11 +9,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from nluforge.core.errors import UserError
 from nluforge.core.io import atomic_write_text
 from nluforge.report.collect import Warn, collect_runs
 from nluforge.report.html import render_html
 from nluforge.report.markdown import render_markdown
 from nluforge.report.plots import Plot, task_plots
+from nluforge.report.stats import ALPHA
 from nluforge.report.summary import Report, summarize
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,17 @@ class ReportPaths:
     plots: tuple[Path, ...]
 
 
-def load_report(results_dir: str | Path, *, on_warning: Warn | None = None) -> Report:
+def load_report(results_dir: str | Path, *, on_warning: Warn | None = None, alpha: float = ALPHA) -> Report:
     """Read every ``result.json`` under ``results_dir`` into a :class:`Report`.
 
-    Unreadable files are skipped and reported through ``on_warning`` (default: a logged warning);
-    a missing directory, or one with nothing readable, raises :class:`UserError`.
+    ``alpha`` is the significance level of every comparison (Holm-corrected). Unreadable files are
+    skipped and reported through ``on_warning`` (default: a logged warning); a missing directory, one
+    with nothing readable, or an alpha outside (0, 0.5] raises :class:`UserError`.
     """
+    if not 0 < alpha <= 0.5:
+        raise UserError(f"significance level must be in (0, 0.5], got {alpha:g} (e.g. --alpha 0.05)")
     runs, skipped = collect_runs(results_dir, on_warning or log.warning)
-    return summarize(runs, Path(results_dir), skipped)
+    return summarize(runs, Path(results_dir), skipped, alpha=alpha)
 
 
 def write_report(report: Report, out_dir: str | Path) -> ReportPaths:
@@ -55,8 +60,12 @@ def write_report(report: Report, out_dir: str | Path) -> ReportPaths:
 
 
 def build_report(
-    results_dir: str | Path, out_dir: str | Path | None = None, *, on_warning: Warn | None = None
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    on_warning: Warn | None = None,
+    alpha: float = ALPHA,
 ) -> ReportPaths:
     """Read ``results_dir`` and write the report to ``out_dir`` (default: ``results_dir/report``)."""
-    report = load_report(results_dir, on_warning=on_warning)
+    report = load_report(results_dir, on_warning=on_warning, alpha=alpha)
     return write_report(report, out_dir if out_dir is not None else Path(results_dir) / DEFAULT_OUT)

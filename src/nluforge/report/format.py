@@ -1,7 +1,9 @@
 """How numbers read in every output (HTML, Markdown, terminal): one set of formatters and columns.
 
-Metrics are shown in % with one decimal, ``mean ± std`` over seeds (GLUE reports scores x100, MCC and
-correlations included). Costs get three significant digits, parameter counts a k/M/B suffix.
+Metrics are shown in % with one decimal, ``mean ± h`` where h is half the width of the 95% interval
+(GLUE reports scores x100, MCC and correlations included); a score without an interval (one seed, no
+saved predictions) shows the mean alone. Costs get three significant digits, parameter counts a k/M/B
+suffix.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from nluforge.report.tables import Stat, TaskReport, VariantRow
 DASH = "—"
 
 
-def fmt_stat(stat: Stat | None, with_std: bool = True) -> str:
-    """``Stat(0.881, 0.003, 3)`` -> ``88.1 ± 0.3``; one run shows the mean alone."""
+def fmt_stat(stat: Stat | None, with_interval: bool = True) -> str:
+    """``Stat(0.881, .., lo=0.870, hi=0.892)`` -> ``88.1 ± 1.1``; no interval shows the mean alone."""
     if stat is None:
         return DASH
-    if stat.std is None or not with_std:
+    if stat.half_width is None or not with_interval:
         return f"{100 * stat.mean:.1f}"
-    return f"{100 * stat.mean:.1f} ± {100 * stat.std:.1f}"
+    return f"{100 * stat.mean:.1f} ± {100 * stat.half_width:.1f}"
 
 
 def plural(n: int, noun: str) -> str:
@@ -87,7 +89,8 @@ COST_COLUMNS: tuple[tuple[str, str, Callable[[VariantRow], str]], ...] = (
     ("Train ex/s", "train_examples_per_s", lambda r: fmt_quantity(r.cost.get("train_examples_per_s"))),
     ("Latency bs1 (ms)", "latency_ms_bs1", lambda r: fmt_quantity(r.cost.get("latency_ms_bs1"))),
     ("Latency bs32 (ms)", "latency_ms_bs32", lambda r: fmt_quantity(r.cost.get("latency_ms_bs32"))),
-    ("Size (MB)", "model_size_mb", lambda r: fmt_quantity(r.cost.get("model_size_mb"))),
+    ("Size (MB)", "standalone_size_mb", lambda r: fmt_quantity(r.cost.get("standalone_size_mb"))),
+    ("Delta (MB)", "delta_size_mb", lambda r: fmt_quantity(r.cost.get("delta_size_mb"))),
 )
 
 
@@ -95,9 +98,37 @@ def _capitalized(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _is_variant(row) -> bool:
+    """A variant row, not a baseline row (``baselines.BaselineRow``)."""
+    return isinstance(row, VariantRow)
+
+
+def table_rows(task: TaskReport) -> list:
+    """What a task's table lists: the variants, best first, then the baselines."""
+    return [*task.rows, *task.baselines]
+
+
+def flags(task: TaskReport, row: VariantRow) -> list[str]:
+    """What a reader must know about a variant: degenerate, not above a baseline, and the like."""
+    out = [f"degenerate: {row.degenerate}"] if row.degenerate else []
+    sig = task.significance
+    if sig is not None and not out and sig.above_baseline(row.key) is False:
+        out.append("not above the majority baseline")
+    score, stat = row.score(task.primary), row.stat(task.primary)
+    for base in task.baselines:
+        ref = base.score(task.primary) if base.kind == "embedding" else None
+        if ref is not None and score is not None and (stat.lo if stat.lo is not None else score) <= ref:
+            out.append(f"not clearly above the {base.label} baseline ({100 * ref:.1f})")
+    return out + row.flags
+
+
 def table_columns(task: TaskReport) -> list[Column]:
-    """The columns of a task's table; cost columns nobody measured are left out."""
-    columns = [Column("Variant", lambda r: r.label, numeric=False), Column("n", lambda r: str(r.n))]
+    """The columns of a task's table; cost columns nobody measured are left out. Baseline rows
+    (``baselines.BaselineRow``) fill the metric cells only."""
+    columns = [
+        Column("Variant", lambda r: r.label, numeric=False),
+        Column("n", lambda r: str(r.n) if _is_variant(r) else DASH),
+    ]
     for name in task.metric_names:
         columns.append(
             Column(
@@ -107,11 +138,24 @@ def table_columns(task: TaskReport) -> list[Column]:
             )
         )
     for name in task.robust_names:
-        columns.append(Column(_capitalized(name), lambda r, n=name: fmt_stat(r.robust.get(n))))
+        columns.append(
+            Column(
+                _capitalized(name), lambda r, n=name: fmt_stat(r.robust.get(n)) if _is_variant(r) else DASH
+            )
+        )
     for header, field, cell in COST_COLUMNS:
         if any(field in r.cost for r in task.rows):
-            columns.append(Column(header, cell))
+            columns.append(Column(header, lambda r, c=cell: c(r) if _is_variant(r) else DASH))
+    columns.append(
+        Column("Notes", lambda r: "; ".join(flags(task, r)) if _is_variant(r) else "baseline", numeric=False)
+    )
     return columns
+
+
+def within_noise_on(task: TaskReport, key: str) -> list[str]:
+    """The cost axes on which a variant is dominated only within noise."""
+    titles = {axis.name: axis.title.split(" (")[0] for axis in COST_AXES}
+    return [titles.get(name, name) for name, keys in task.noise.items() if key in keys]
 
 
 def optimal_on(task: TaskReport, key: str) -> list[str]:

@@ -34,7 +34,12 @@ DISPLAY_NAMES = {
 }
 
 CLEAN_STAGES = ("compressed", "trained")  # latest first
-NON_CLEAN_STAGES = ("attacked", "audited")  # robust or privacy numbers, never the clean score
+NON_CLEAN_STAGES = (
+    "attacked",
+    "audited",
+    "baselines",
+)  # robust, privacy or reference numbers, never the score
+BASELINES_STAGE = "baselines"  # metrics["baselines"][split] = {"logreg": {metric: value}, ...}
 ADVGLUE = "advglue"
 ADVGLUE_NAME = "AdvGLUE acc"
 ATTACK_NAME = "robust acc"
@@ -76,22 +81,46 @@ def _is_finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def dev_splits(splits) -> list[tuple[str, str]]:
+    """The dev splits among ``splits`` with the suffix their metrics get: the first (``validation``
+    before ``validation_matched`` before the rest) gets ``""``, the others e.g. ``"mismatched"``."""
+    ordered = sorted((s for s in splits if is_dev_split(s)), key=lambda s: (s != "validation", s))
+    out = []
+    for i, split in enumerate(ordered):
+        suffix = "" if i == 0 else (split.removeprefix("validation").removeprefix("dev").strip("_") or split)
+        out.append((split, suffix))
+    return out
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """``accuracy`` and ``mismatched`` -> ``accuracy (mismatched)``."""
+    return f"{name} ({suffix})" if suffix else name
+
+
+def split_of(metric: str) -> tuple[str, str]:
+    """``accuracy (mismatched)`` -> (``accuracy``, ``mismatched``); the inverse of :func:`with_suffix`."""
+    base, _, rest = metric.partition(" (")
+    return base, rest.removesuffix(")")
+
+
+def clean_stage(metrics: Metrics) -> str | None:
+    """The stage the clean score comes from: the latest with a dev split."""
+    return next((s for s in _stage_order(metrics) if dev_splits(metrics[s])), None)
+
+
 def dev_metrics(metrics: Metrics) -> dict[str, float]:
     """The clean dev metrics of a run, from the latest stage with a dev split.
 
     The first dev split (``validation`` before ``validation_matched`` before the rest) gives plain
     names; other dev splits are suffixed: MNLI's mismatched accuracy becomes ``accuracy (mismatched)``.
     """
-    for stage in _stage_order(metrics):
-        splits = sorted((s for s in metrics[stage] if is_dev_split(s)), key=lambda s: (s != "validation", s))
-        if not splits:
-            continue
-        out = _numbers(metrics[stage][splits[0]])
-        for split in splits[1:]:
-            suffix = split.removeprefix("validation").removeprefix("dev").strip("_") or split
-            out.update({f"{name} ({suffix})": v for name, v in _numbers(metrics[stage][split]).items()})
-        return out
-    return {}
+    stage = clean_stage(metrics)
+    if stage is None:
+        return {}
+    out: dict[str, float] = {}
+    for split, suffix in dev_splits(metrics[stage]):
+        out.update({with_suffix(name, suffix): v for name, v in _numbers(metrics[stage][split]).items()})
+    return out
 
 
 def _advglue_name(split: str, task: str, n_splits: int) -> str:

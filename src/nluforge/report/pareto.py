@@ -1,8 +1,12 @@
-"""Pareto fronts: the variants no other variant beats on both quality and cost.
+"""Pareto fronts that respect noise: the variants worth paying for, on each cost axis.
 
-A variant is dominated when another one scores at least as high at no more cost, and is strictly
-better on one of the two. Only the rest is worth recommending: for any budget on that cost axis, the
-best choice is on the front. Scores are means over seeds.
+On means alone, a variant is dominated when another one scores at least as high at no more cost, and
+is strictly better on one of the two (:func:`pareto_front`). With intervals, the front is built from
+the cheapest candidate up: a costlier variant joins it only when it scores *significantly* higher than
+the front so far (Holm-corrected tests, ``significance``). Each step of that front is a real trade.
+The rest are either clearly dominated (a variant at no more cost scores significantly higher) or
+*dominated only within noise*: not worth recommending on this data, but not shown to be worse.
+Degenerate variants and those not above the majority baseline are never on a front.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nluforge.report.significance import candidates
 from nluforge.report.tables import TaskReport, VariantRow
 
 
@@ -60,13 +65,23 @@ COST_AXES = (
     ),
     CostAxis(
         "size",
-        "model_size_mb",
-        "Disk budget",
-        "size on disk (MB)",
-        "the size on disk",
-        "is also the smallest on disk",
+        "standalone_size_mb",
+        "Disk budget (servable model)",
+        "standalone size (MB)",
+        "the standalone size",
+        "is also the smallest servable model",
         " MB",
         log=False,
+    ),
+    CostAxis(
+        "delta",
+        "delta_size_mb",
+        "Disk budget on top of the base model",
+        "size on top of the base model (MB)",
+        "the size to ship on top of the base model",
+        "also ships the least on top of the base model",
+        " MB",
+        log=True,
     ),
 )
 ROBUST_PREFIX = "robust:"  # frontier names for clean-vs-robust fronts: "robust:AdvGLUE acc"
@@ -100,9 +115,33 @@ def robust_front(points: Mapping[str, tuple[float, float]]) -> set[str]:
     return pareto_front({k: (-clean, robust) for k, (clean, robust) in points.items()})
 
 
-def frontiers(task: TaskReport) -> dict[str, set[str]]:
-    """The Pareto-optimal variant keys of a task, per cost axis and per robust metric."""
-    out = {axis.name: pareto_front(cost_points(task.rows, task.primary, axis.field)) for axis in COST_AXES}
+def significant_front(
+    task: TaskReport, points: Mapping[str, tuple[float, float]]
+) -> tuple[list[str], set[str]]:
+    """``(front, within_noise)`` on one axis: the front cheapest first, each step significantly better
+    than the one before; and the keys dominated only within noise (see the module docstring)."""
+    sig = task.significance
+    order = sorted(points, key=lambda k: (points[k][0], -points[k][1], k))
+    front: list[str] = []
+    for key in order:
+        if not front or (points[key][0] > points[front[-1]][0] and sig.better(key, front[-1])):
+            front.append(key)
+    rest = [k for k in order if k not in front]
+    clearly = {
+        k for k in rest if any(points[w][0] <= points[k][0] and sig.better(w, k) for w in points if w != k)
+    }
+    return front, set(rest) - clearly
+
+
+def frontiers(task: TaskReport) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The optimal variant keys of a task per cost axis and per robust metric, and per cost axis those
+    dominated only within noise. Only candidates (``significance.candidates``) are placed."""
+    rows = candidates(task)
+    out, noise = {}, {}
+    for axis in COST_AXES:
+        front, within = significant_front(task, cost_points(rows, task.primary, axis.field))
+        out[axis.name], noise[axis.name] = set(front), within
     for name in task.robust_names:
-        out[ROBUST_PREFIX + name] = robust_front(robust_points(task.rows, task.clean_metric, name))
-    return {name: keys for name, keys in out.items() if keys}
+        out[ROBUST_PREFIX + name] = robust_front(robust_points(rows, task.clean_metric, name))
+    keep = lambda d: {name: keys for name, keys in d.items() if keys}  # noqa: E731
+    return keep(out), keep(noise)

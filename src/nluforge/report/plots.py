@@ -1,9 +1,15 @@
 """Pareto plots: score against each cost, and clean against robust accuracy, as inline-ready SVG.
 
-Each point is a variant (mean over seeds, error bars one std). Pareto-optimal variants are filled and
-joined by the frontier, a staircase: for any budget on the x axis, the frontier's height is the best
-score reachable within it. Dominated variants are hollow. Built on matplotlib's object API (no pyplot,
-so no global state and no GUI backend); text stays text in the SVG, so it is small and searchable.
+Each point is a variant (mean over seeds, error bars its 95% interval). Optimal variants (the
+noise-aware front of ``pareto``) are filled and joined by the frontier, a staircase: for any budget on
+the x axis, the frontier's height is the best score reachable within it. Variants dominated only
+within noise are tinted, clearly dominated ones hollow, degenerate ones a cross. The majority-class
+baseline is a reference line (embedding baselines dotted), and a derived variant is joined to its
+parent by an arrow. Built on matplotlib's object API (no pyplot, so no global state and no GUI
+backend); text stays text in the SVG, so it is small and searchable.
+
+SVG element ids (scoped by the plot name) let tests and readers find the marks: ``errorbar-<i>``,
+``baseline-majority``, ``baseline-<name>``, ``derived-<i>``.
 """
 
 from __future__ import annotations
@@ -52,9 +58,23 @@ class _Point:
     color: str
     x: float
     y: float
-    xerr: float | None
-    yerr: float | None
+    xerr: tuple[float, float] | None  # (below, above) the point
+    yerr: tuple[float, float] | None
     optimal: bool
+    state: str = "dominated"  # "optimal" | "noise" | "dominated" | "degenerate"
+    key: str = ""
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A baseline drawn as a line: horizontal at ``y`` (or vertical at ``x``)."""
+
+    gid: str
+    label: str
+    value: float
+    vertical: bool = False
+    dotted: bool = False
 
 
 def _figure():
@@ -80,8 +100,19 @@ def _colors(task: TaskReport) -> dict[str, str]:
     return {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(families)}
 
 
-def _pct(stat) -> float | None:
-    return None if stat is None or stat.std is None else 100 * stat.std
+def _err(stat) -> tuple[float, float] | None:
+    """The interval as distances below and above the mean, in %; None without an interval."""
+    if stat is None or stat.lo is None or stat.hi is None:
+        return None
+    return 100 * max(stat.mean - stat.lo, 0.0), 100 * max(stat.hi - stat.mean, 0.0)
+
+
+def _state(task: TaskReport, row: VariantRow, front_name: str) -> str:
+    if row.degenerate:
+        return "degenerate"
+    if row.key in task.frontiers.get(front_name, set()):
+        return "optimal"
+    return "noise" if row.key in task.noise.get(front_name, set()) else "dominated"
 
 
 def _style_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
@@ -96,14 +127,18 @@ def _style_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.margins(x=0.14, y=0.16)
 
 
+def _errorbar_arg(err: tuple[float, float] | None):
+    return None if err is None else [[err[0]], [err[1]]]
+
+
 def _draw_points(ax, points: list[_Point]) -> None:
-    for p in points:
+    for i, p in enumerate(points):
         if p.xerr or p.yerr:
-            ax.errorbar(
+            bars = ax.errorbar(
                 p.x,
                 p.y,
-                xerr=p.xerr,
-                yerr=p.yerr,
+                xerr=_errorbar_arg(p.xerr),
+                yerr=_errorbar_arg(p.yerr),
                 fmt="none",
                 ecolor=p.color,
                 elinewidth=1,
@@ -111,7 +146,13 @@ def _draw_points(ax, points: list[_Point]) -> None:
                 alpha=0.7,
                 zorder=2,
             )
-        face = p.color if p.optimal else "white"
+            for artist in bars.lines[2]:  # the bar collections
+                artist.set_gid(f"errorbar-{i}")
+                break
+        if p.state == "degenerate":
+            ax.scatter([p.x], [p.y], s=44, marker="x", color=p.color, linewidth=1.8, zorder=3)
+            continue
+        face = {"optimal": p.color, "noise": p.color + "55"}.get(p.state, "white")
         ax.scatter(
             [p.x],
             [p.y],
@@ -121,6 +162,37 @@ def _draw_points(ax, points: list[_Point]) -> None:
             linewidth=1.6,
             zorder=3,
         )
+
+
+def _draw_references(ax, refs: list[_Reference]) -> None:
+    for ref in refs:
+        draw = ax.axvline if ref.vertical else ax.axhline
+        line = draw(
+            ref.value, color="#8c959f", linestyle=":" if ref.dotted else "-.", linewidth=1.1, zorder=1
+        )
+        line.set_gid(ref.gid)
+        where = (
+            dict(x=ref.value, y=0.98, ha="right", va="top", rotation=90)
+            if ref.vertical
+            else dict(x=0.99, y=ref.value, ha="right", va="bottom")
+        )
+        transform = ax.get_xaxis_transform() if ref.vertical else ax.get_yaxis_transform()
+        ax.text(s=ref.label, fontsize=6.5, color="#6e7781", transform=transform, zorder=1, **where)
+
+
+def _draw_links(ax, points: list[_Point]) -> None:
+    """An arrow from each derived variant's parent to it."""
+    by_key = {p.key: p for p in points}
+    for i, p in enumerate(q for q in points if q.parent in by_key):
+        parent = by_key[p.parent]
+        arrow = ax.annotate(
+            "",
+            xy=(p.x, p.y),
+            xytext=(parent.x, parent.y),
+            arrowprops=dict(arrowstyle="->", color="#57606a", linewidth=0.9, shrinkA=5, shrinkB=5),
+            zorder=2,
+        )
+        arrow.arrow_patch.set_gid(f"derived-{i}")
 
 
 def _draw_frontier(ax, points: list[_Point], where: str) -> None:
@@ -137,7 +209,7 @@ def _draw_frontier(ax, points: list[_Point], where: str) -> None:
         )
 
 
-def _legend(ax, with_frontier: bool) -> None:
+def _legend(ax, with_frontier: bool, states: set[str], refs: list[_Reference]) -> None:
     from matplotlib.lines import Line2D
 
     def marker(face: str) -> Line2D:
@@ -152,7 +224,18 @@ def _legend(ax, with_frontier: bool) -> None:
             markeredgewidth=1.4,
         )
 
-    handles, names = [marker("#555555"), marker("white")], ["Pareto-optimal", "dominated"]
+    handles, names = [marker("#555555")], ["optimal"]
+    if "noise" in states:
+        handles.append(marker("#55555555"))
+        names.append("dominated within noise")
+    handles.append(marker("white"))
+    names.append("dominated")
+    if "degenerate" in states:
+        handles.append(Line2D([], [], linestyle="none", marker="x", markersize=6, color="#555555"))
+        names.append("degenerate")
+    if refs:
+        handles.append(Line2D([], [], color="#8c959f", linestyle="-.", linewidth=1.1))
+        names.append("baseline")
     if with_frontier:
         handles.append(Line2D([], [], color=FRONTIER_COLOR, linestyle="--", linewidth=1.1))
         names.append("frontier")
@@ -240,6 +323,7 @@ def _render(
     salt: str,
     xlog: bool = False,
     xfmt: Callable[[float], str] | None = None,
+    refs: list[_Reference] | None = None,
 ) -> str:
     """Draw one Pareto plot and return its SVG."""
     from matplotlib.ticker import FuncFormatter, NullLocator
@@ -253,8 +337,10 @@ def _render(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: xfmt(v)))
     _draw_frontier(ax, points, where)
     _draw_points(ax, points)
+    _draw_links(ax, points)
     _style_axes(ax, xlabel, ylabel, title)
-    _legend(ax, with_frontier=sum(p.optimal for p in points) > 1)
+    _draw_references(ax, refs or [])
+    _legend(ax, sum(p.optimal for p in points) > 1, {p.state for p in points}, refs or [])
     _place_labels(fig, ax, points)
     return _to_svg(fig, salt)
 
@@ -263,11 +349,21 @@ def _stem(task: str, name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{task}-{name}").strip("-").lower()
 
 
+def _references(task: TaskReport, metric: str | None, vertical: bool = False) -> list[_Reference]:
+    """The baselines of ``metric`` as reference lines: the majority class, then embedding baselines."""
+    refs = []
+    for base in task.baselines:
+        value = base.score(metric)
+        if value is not None:
+            gid = "baseline-majority" if base.kind == "majority" else f"baseline-{_stem('', base.label)}"
+            refs.append(_Reference(gid, base.label, 100 * value, vertical, dotted=base.kind != "majority"))
+    return refs
+
+
 def _cost_plot(task: TaskReport, axis: CostAxis, colors: dict[str, str]) -> Plot | None:
     rows = [r for r in task.rows if axis.field in r.cost and r.score(task.primary) is not None]
     if len(rows) < 2 or not task.primary:
         return None
-    front = task.frontiers.get(axis.name, set())
     points = [
         _Point(
             r.label,
@@ -275,8 +371,11 @@ def _cost_plot(task: TaskReport, axis: CostAxis, colors: dict[str, str]) -> Plot
             r.cost[axis.field],
             100 * (r.score(task.primary) or 0.0),
             None,
-            _pct(r.metrics[task.primary]),
-            r.key in front,
+            _err(r.stat(task.primary)),
+            _state(task, r, axis.name) == "optimal",
+            _state(task, r, axis.name),
+            r.key,
+            r.parent_key,
         )
         for r in rows
     ]
@@ -293,6 +392,7 @@ def _cost_plot(task: TaskReport, axis: CostAxis, colors: dict[str, str]) -> Plot
         salt=_stem(task.task, axis.name),
         xlog=xlog,
         xfmt=fmt_count if axis.field == "trainable_params" else (lambda v: f"{v:g}"),
+        refs=_references(task, task.primary),
     )
     return Plot(_stem(task.task, axis.name), title, svg)
 
@@ -302,16 +402,19 @@ def _robust_plot(task: TaskReport, name: str, colors: dict[str, str]) -> Plot | 
     rows: list[VariantRow] = [r for r in task.rows if name in r.robust and clean in r.metrics]
     if len(rows) < 2 or not clean:
         return None
-    front = task.frontiers.get(ROBUST_PREFIX + name, set())
+    front = ROBUST_PREFIX + name
     points = [
         _Point(
             r.label,
             colors[_family(r)],
             100 * r.metrics[clean].mean,
             100 * r.robust[name].mean,
-            _pct(r.metrics[clean]),
-            _pct(r.robust[name]),
-            r.key in front,
+            _err(r.metrics[clean]),
+            _err(r.robust[name]),
+            _state(task, r, front) == "optimal",
+            _state(task, r, front),
+            r.key,
+            r.parent_key,
         )
         for r in rows
     ]
@@ -323,6 +426,7 @@ def _robust_plot(task: TaskReport, name: str, colors: dict[str, str]) -> Plot | 
         ylabel=f"{name} (%)",
         where="pre",
         salt=_stem(task.task, f"robust-{name}"),
+        refs=_references(task, clean, vertical=True),
     )
     return Plot(_stem(task.task, f"robust-{name}"), title, svg)
 

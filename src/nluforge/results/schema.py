@@ -30,6 +30,8 @@ class RunInfo:
     finished: str | None = None
     wall_time_s: float | None = None
     schema_version: int = SCHEMA_VERSION
+    parent: str | None = None  # a derived run: the parent run's directory name (a sibling in the results dir)
+    step: str | None = None  # a derived run: the step that made it from the parent, e.g. "compress:int8_dynamic"
 
 
 @dataclass
@@ -45,6 +47,11 @@ class Cost:
     latency_ms_bs32: float | None = None  # eval latency per example at batch 32
     model_size_mb: float | None = None  # what `model/` takes on disk
     checkpoint_size_mb: float | None = None
+    # Comparable sizes (nluforge.models.params.size_figures; MB, tokenizer files excluded): what must
+    # ship on top of the base model (adapter, trained biases, head; a full model: all of it), and the
+    # servable model on its own (base weights + delta, or the full model). None in older results.
+    delta_size_mb: float | None = None
+    standalone_size_mb: float | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,8 @@ class TaskSpec:
     (empty when there is none); an AdvGLUE spec has ``eval_only=True`` and ``base`` = its GLUE task.
     ``template``/``verbalizer`` are LM-BFF's manual prompts (Gao et al. 2021, Table 1) for
     prompt-based methods: ``{field}`` placeholders and ``{mask}``; one word per label id (regression:
-    the words for the low and the high end of the scale).
+    the words for the low and the high end of the scale). ``extra_templates`` are further patterns
+    (PET/LM-BFF-style variants), prompt indices 1, 2, ... after ``template`` (index 0).
     """
 
     name: str
@@ -68,6 +70,7 @@ class TaskSpec:
     description: str = ""
     version: int = 1
     template: str | None = None
+    extra_templates: tuple[str, ...] = ()
     verbalizer: tuple[str, ...] | None = None
     source: TaskSource = field(default_factory=TaskSource)
 
@@ -116,10 +119,28 @@ def _problem(spec: TaskSpec) -> str:
         return f"verbalizer needs {n_words} words, got {list(spec.verbalizer)}"
     if spec.version < 1:
         return f"version must be a positive integer, got {spec.version}"
+    if spec.extra_templates and not spec.template:
+        return "extra_templates need a template (prompt index 0) first"
+    for template in ([spec.template] if spec.template else []) + list(spec.extra_templates):
+        problem = _template_problem(template, spec.text_fields)
+        if problem:
+            return f"template '{template}': {problem}"
     return ""
 
 
-_TUPLE_FIELDS = {"text_fields", "label_names", "metrics", "eval_splits", "advglue", "verbalizer"}
+def _template_problem(template: str, fields: tuple[str, ...]) -> str:
+    """A cloze template uses each text field once and ``{mask}`` once, and nothing else."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        return f"not a valid pattern ({err})"
+    expected = sorted([*fields, "mask"])
+    if sorted(names) != expected:
+        return f"must use {', '.join('{' + n + '}' for n in expected)} once each, found {names}"
+    return ""
+
+
+_TUPLE_FIELDS = {"text_fields", "label_names", "metrics", "eval_splits", "advglue", "verbalizer", "extra_templates"}
 
 
 def spec_from_mapping(data: Mapping[str, Any], where: str = "task spec") -> TaskSpec:

@@ -2,12 +2,17 @@
 
 Layout under ``checkpoints/``::
 
-    step-000200/  weights.safetensors  optimizer.safetensors  state.json
+    step-000200/  weights.safetensors  optimizer.safetensors  state.json  [hooks.safetensors]
     latest        the name of the newest complete step directory (replaced atomically)
     best.safetensors   the best evaluated weights so far
 
 A step directory is written under a temporary name and renamed when complete, and ``latest`` moves
 only after that, so a ``kill -9`` at any moment leaves the previous checkpoint intact.
+
+``state.json`` holds the loop state (:class:`~nluforge.train.loop.LoopState` as JSON), the optimizer's
+plain values (split from its tensors by the optimizer's codec, see :mod:`~nluforge.train.state_codec`),
+the scheduler state, the non-tensor RNG states and the JSON half of the hooks' state; tensors of the
+hooks' state (AdaLoRA's importance scores) go to ``hooks.safetensors``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import nn
 from nluforge.core.errors import UserError
 from nluforge.core.io import atomic_write, atomic_write_text
 from nluforge.models.params import trainable_state
+from nluforge.train.state_codec import codec_for, decode_tree, encode_tree
 
 LATEST = "latest"
 BEST = "best.safetensors"
@@ -46,28 +52,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as err:
         raise UserError(f"checkpoint file {path} is corrupt ({err}); delete {path.parent} "
                         "or rerun without --resume") from None
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into tensors (safetensors) and plain values (JSON)."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for idx, slot in state["state"].items():
-        for key, value in slot.items():
-            name = f"{idx}.{key}"
-            if torch.is_tensor(value):
-                tensors[name] = value
-            else:
-                scalars[name] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -96,19 +80,28 @@ def _jsonable(obj: Any) -> Any:
     return [_jsonable(x) for x in obj] if isinstance(obj, (tuple, list)) else obj
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler, trainer: dict) -> Path:
-    """Write ``step-NNNNNN/`` completely, point ``latest`` at it, and drop older step dirs."""
+def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, scheduler, trainer: dict,
+                    hooks: Any = None) -> Path:
+    """Write ``step-NNNNNN/`` completely, point ``latest`` at it, and drop older step dirs.
+
+    ``trainer`` is the loop state as JSON; ``hooks`` is saved when it has a ``state_dict``.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
     tmp = ckpt_dir / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     _save_tensors(trainable_state(model), tmp / "weights.safetensors")
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    codec = codec_for(optimizer)
+    opt_tensors, opt_meta = codec.encode(optimizer.state_dict())
     rng_tensors, rng_plain = rng_state()
     _save_tensors(opt_tensors | rng_tensors, tmp / "optimizer.safetensors")
-    state = {"trainer": trainer, "optimizer": opt_meta, "rng": rng_plain,
+    state = {"trainer": trainer, "optimizer": opt_meta, "optimizer_codec": codec.name, "rng": rng_plain,
              "scheduler": scheduler.state_dict() if scheduler is not None else None}
+    hooks_state = getattr(hooks, "state_dict", None)
+    if hooks_state is not None:
+        hook_tensors, state["hooks"] = encode_tree(hooks_state(), "hooks")
+        _save_tensors(hook_tensors, tmp / "hooks.safetensors")
     atomic_write_text(tmp / "state.json", json.dumps(state, default=float))
     final = ckpt_dir / name
     shutil.rmtree(final, ignore_errors=True)
@@ -120,8 +113,8 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, optimizer, sche
     return final
 
 
-def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer, scheduler) -> dict | None:
-    """Restore the latest checkpoint into the given objects; return the trainer state (or None)."""
+def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer, scheduler, hooks: Any = None) -> dict | None:
+    """Restore the latest checkpoint into the given objects; return the loop state as JSON (or None)."""
     pointer = ckpt_dir / LATEST
     if not pointer.is_file():
         return None
@@ -130,13 +123,23 @@ def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer, scheduler) -> d
         state = json.loads((step_dir / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"checkpoint {step_dir} is corrupt ({err}); delete it or rerun without --resume") from None
+    codec = codec_for(optimizer)
+    if state.get("optimizer_codec", "flat") != codec.name:
+        raise UserError(f"checkpoint {step_dir} holds optimizer state in the '{state.get('optimizer_codec')}' format, "
+                        f"this optimizer uses '{codec.name}'; was it made with another optimizer?")
+    load_hooks = getattr(hooks, "load_state_dict", None)
+    if load_hooks is not None and "hooks" not in state:
+        raise UserError(f"checkpoint {step_dir} has no state for this method's training hooks; "
+                        "was it made with another method? Rerun without --resume")
     load_weights(model, step_dir / "weights.safetensors")
     tensors = _load_tensors(step_dir / "optimizer.safetensors")
     opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
-    optimizer.load_state_dict(_unflatten_optimizer(opt, state["optimizer"]))
+    optimizer.load_state_dict(codec.decode(opt, state["optimizer"]))
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, state["rng"])
+    if load_hooks is not None:
+        load_hooks(decode_tree(_load_tensors(step_dir / "hooks.safetensors"), state["hooks"]))
     return state["trainer"]
 
 

@@ -1,0 +1,86 @@
+"""L2: compressors. One verb, :func:`compress(model, cfg) -> model`; the config type picks the compressor.
+
+Each compressor is a sub-package with the same file roles: ``config.py`` (its dataclass, importable
+without torch, so a bad step fails before any model loads) and ``quantize.py`` (or ``prune.py``, ...)
+with ``compress(model, cfg)``, ``save(model, cfg, folder)`` and ``load(folder, model)``. Compressed
+models are stored without pickle (safetensors plus a JSON manifest) and rebuilt on load.
+
+A compressed model is a *derived run* (see ``nluforge.experiments.derived``): its own run directory,
+with ``run_info.parent`` naming the run it came from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from nluforge.core.errors import UserError
+from nluforge.core.registry import Registry
+
+COMPRESSORS: Registry[Any] = Registry("compressor", hint="see `nluforge compress --help`; known: int8_dynamic")
+MANIFEST = "compress.json"  # in a compressed model folder: which compressor, its config, its layout
+
+COMPRESSORS.register(
+    "int8_dynamic", "nluforge.compress.int8_dynamic.config:Int8DynamicConfig",
+    summary="int8 weights for every nn.Linear (dynamic activation quantization) and 8-bit embedding tables",
+    paper="Zafrir et al. 2019, Q8BERT: Quantized 8Bit BERT (arXiv:1910.06188); embeddings per-row as in "
+          "Shen et al. 2020, Q-BERT (AAAI)",
+    impl="nluforge.compress.int8_dynamic.quantize",
+)
+
+
+def compress_config(name: str, options: dict[str, Any] | None = None):
+    """The typed config of compressor ``name`` built strictly from ``options``."""
+    from nluforge.core.steps import resolve_step
+
+    return resolve_step(COMPRESSORS, "compress", {"method": name, **(options or {})}, f"compress.{name}").config
+
+
+def _impl(cfg: Any):
+    """The implementation module of a config instance (its type picks it)."""
+    for entry in COMPRESSORS.entries():
+        if entry.load() is type(cfg):
+            return importlib.import_module(entry.meta["impl"]), entry.name
+    raise UserError(f"{type(cfg).__name__} is not a registered compressor config")
+
+
+def compress(model, cfg):
+    """Compress ``model`` (in place where the compressor can) and return the compressed model."""
+    module, _ = _impl(cfg)
+    return module.compress(model, cfg)
+
+
+def save_compressed(model, cfg, folder: str | Path) -> None:
+    """Write the compressed weights and a manifest (``compress.json``) into ``folder``."""
+    module, name = _impl(cfg)
+    folder = Path(folder)
+    layout = module.save(model, cfg, folder)
+    manifest = {"method": name, "version": cfg.VERSION, "config": _plain(cfg), "layout": layout}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def is_compressed(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def load_compressed(folder: str | Path, model):
+    """Rebuild a compressed model: ``model`` has the uncompressed structure (weights are overwritten)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        cfg = compress_config(manifest["method"], manifest.get("config") or {})
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{folder / MANIFEST} is unreadable ({err}); recompress the run") from None
+    if manifest.get("version") != cfg.VERSION:
+        raise UserError(f"{folder} holds {manifest['method']} format version {manifest.get('version')}, this "
+                        f"nluforge reads version {cfg.VERSION}; recompress the parent run")
+    module, _ = _impl(cfg)
+    return module.load(folder, model, cfg, manifest["layout"])
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,108 @@
+"""Derived runs: a step (today: compression) applied to a finished run's model, recorded as its own run.
+
+A derived run has its own directory beside its parent's, named ``<parent slug>-<step>--<hash8>``, and
+its own ``result.json`` with ``run_info.parent`` (the parent's directory name) and ``run_info.step``
+(``compress:int8_dynamic``). Its config is the parent's with ``compress: [that step]``. Its stages:
+
+    load (the parent's servable model, :func:`prepare_derived`) → compress → save → evaluate → measure
+
+The metrics are the compressed model's own, on the parent's evaluation splits (``metrics["trained"]``,
+so reports read every run alike); ``meta["parent"]`` holds the parent's metrics and cost beside them.
+The cost's training fields are the parent's (the child costs no training); size on disk and latency
+are the child's own. The grid expands a config's compress steps into one derived run per step, so N
+trainings and M steps cost N trainings; each derived run resumes (is skipped) on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nluforge.core.errors import UserError
+from nluforge.experiments.config import RunConfig
+from nluforge.experiments.state import Prepared, RunState
+
+
+def prepare_derived(cfg: RunConfig, parent_dir: Path) -> Prepared:
+    """Validate the step, check the parent finished, load its servable model and eval data; writes nothing."""
+    from nluforge.experiments.data import eval_split_names, load_data
+    from nluforge.experiments.sections import resolve_sections
+    from nluforge.experiments.servable import load_servable, read_run_result
+
+    if cfg.step() is None:
+        raise UserError(f"a derived run needs exactly one compress step, got {len(cfg.compress)}")
+    sections = resolve_sections(cfg)  # an unknown compressor or option fails here, in a second
+    result = read_run_result(parent_dir) if (parent_dir / "config.yaml").is_file() else None
+    if result is None:
+        raise UserError(f"{parent_dir} is not a finished run (no result.json); train it first")
+    if result.run_info.status != "completed":
+        raise UserError(f"parent run {parent_dir.name} {result.run_info.status}: {result.run_info.error}; "
+                        "fix and rerun it before deriving from it")
+    parent = load_servable(parent_dir)
+    spec, splits, notes = load_data(cfg, train=False)
+    eval_split_names(cfg, spec, splits)
+    return Prepared(cfg, spec, splits, parent.tokenizer, parent.model, parent.method, parent.method_cfg, notes,
+                    sections=sections, parent=parent)
+
+
+def prepare_parent_first(cfg: RunConfig, results_dir: Path, run_cell: Callable, progress) -> Prepared:
+    """:func:`prepare_derived`, training the parent first (with ``run_cell``) when it has no result yet."""
+    from nluforge.experiments.sections import resolve_sections
+
+    resolve_sections(cfg)  # fail fast, before training a parent for a step that cannot run
+    parent_dir = results_dir / cfg.parent().run_id()
+    if not (parent_dir / "result.json").is_file():
+        run_cell(cfg.parent(), results_dir, progress=progress)
+    return prepare_derived(cfg, parent_dir)
+
+
+def compress_stage(state: RunState) -> None:
+    import torch
+
+    from nluforge.compress import compress
+
+    step = state.prep.sections.compress[0]
+    t0 = time.perf_counter()
+    state.model = compress(state.model, step.config)
+    state.meta["compress"] = {"method": step.method, "options": step.options(),
+                              "time_s": round(time.perf_counter() - t0, 3)}
+    state.device = torch.device("cpu")  # compressed models here are CPU inference models
+
+
+def save_stage(state: RunState) -> None:
+    """``model/``: the compressed weights, their manifest and the tokenizer, renamed into place."""
+    import tempfile
+
+    from nluforge.compress import save_compressed
+    from nluforge.core.io import atomic_replace_dir
+    from nluforge.models.loading import quiet_transformers
+    from nluforge.tasks.custom import write_task_record
+
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=state.run_dir))
+    save_compressed(state.model, state.prep.sections.compress[0].config, tmp)
+    with quiet_transformers():
+        state.prep.tokenizer.save_pretrained(tmp)
+    write_task_record(tmp, state.prep.spec)  # the labels the model predicts (custom tasks)
+    state.model_dir = atomic_replace_dir(tmp, state.run_dir / "model")
+
+
+def measure_stage(state: RunState) -> None:
+    """The child's own size and latency; training cost fields from the parent; the parent's figures in meta."""
+    from nluforge.experiments.stages import latency_ms
+    from nluforge.models.loading import dir_size_mb
+    from nluforge.results import Cost
+
+    parent = state.prep.parent
+    pcost = parent.result.cost if parent.result else Cost()
+    lat = latency_ms(state.prep, state.model, state.encoded[state.names[0]])
+    size = round(dir_size_mb(state.model_dir), 3)
+    own = {"latency_ms_bs1": lat.get(1), "latency_ms_bs32": lat.get(32), "model_size_mb": size,
+           "checkpoint_size_mb": None}
+    # every weight is re-stored in the compressed folder: it ships alone, nothing on top of the base model
+    own |= {f: size for f in ("delta_size_mb", "standalone_size_mb") if f in Cost.__dataclass_fields__}
+    state.cost = dataclasses.replace(pcost, **own)
+    state.meta["parent"] = {"run": parent.run_dir.name,
+                            "metrics": (parent.result.metrics.get("trained") if parent.result else None),
+                            "cost": dataclasses.asdict(pcost)}
