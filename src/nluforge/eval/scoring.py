@@ -148,7 +148,7 @@ def file_spec(run_spec: TaskSpec, mapping: LabelMapping) -> TaskSpec:
     if mapping.one_to_one:
         return dataclasses.replace(run_spec, label_names=mapping.target_labels, verbalizer=None)
     return dataclasses.replace(run_spec, label_names=mapping.target_labels, metrics=COLLAPSED_METRICS,
-                               primary_metric="accuracy", verbalizer=None, template=None)
+                               primary_metric="accuracy", verbalizer=None)
 
 
 def score(spec: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
