@@ -39,6 +39,8 @@ def train(prep, encoded: dict[str, Any], run_dir: Path, *, resume: bool, show_pr
     cfg = prep.cfg
     device, acc = _device_and_accelerator(cfg)
     model = prep.model.to(device)
+    if getattr(prep.method, "prefit", None) is not None:  # the method trains itself: no gradient loop
+        return _prefit(prep, model, encoded, device)
     optimizer = build_optimizer(cfg.optimizer, model, lr=learning_rate(prep),
                                 weight_decay=cfg.train.weight_decay, **cfg.optimizer_params)
     steps = total_steps(cfg.train, len(encoded["train"]), acc.num_processes)
@@ -62,6 +64,22 @@ def train(prep, encoded: dict[str, Any], run_dir: Path, *, resume: bool, show_pr
     ckpt_dir = run_dir / "checkpoints"
     ckpt_mb = dir_size_mb(ckpt_dir) if ckpt_dir.exists() else None
     return acc.unwrap_model(model), result, device, peak, ckpt_mb
+
+
+def _prefit(prep, model, encoded: dict[str, Any], device):
+    """Run a method's own training (linear probe: a closed-form head; SetFit) instead of ``fit``."""
+    from nluforge.eval.meters import PeakMemory
+    from nluforge.train.loop import FitResult
+
+    with PeakMemory(device) as peak:
+        done = prep.method.prefit(model, prep.method_cfg, encoded["train"], tokenizer=prep.tokenizer,
+                                  task=prep.spec, pad_id=pad_id(prep.tokenizer),
+                                  batch_size=prep.cfg.train.eval_batch_size, seed=prep.cfg.seed)
+    rate = done.examples / done.train_time_s if done.train_time_s > 0 else 0.0
+    history = [{"prefit": done.summary}] if done.summary else []
+    return model, FitResult(steps=done.steps, train_time_s=done.train_time_s, examples_seen=done.examples,
+                            examples_per_s=rate, best_metric=None, best_step=None, stopped_early=False,
+                            history=history), device, peak, None
 
 
 def eval_split_names_for_selection(prep) -> str:

@@ -53,6 +53,7 @@ _method("adapter", "Houlsby et al. 2019; Pfeiffer et al. 2021", "bottleneck adap
 _method("dylora", "Valipour et al. 2023, DyLoRA", "nested LoRA ranks trained by sampling; evaluate at any rank <= r", 1e-2)
 _method("lopa", "Jain et al. 2024, LOPA", "soft prompt = shared part ∘ input-conditioned low-rank part", 5e-3)
 _method("lst", "Sung et al. 2022, Ladder Side-Tuning", "small gated side network on frozen backbone activations", 3e-3)
+_method("setfit", "Tunstall et al. 2022, SetFit", "contrastive pair tuning of the sentence encoder, then a logistic-regression head", 2e-5)
 _method("prompt_based", "Schick & Schütze 2021 (PET); Gao et al. 2021 (LM-BFF)", "pattern + verbalizer scored by the masked-LM head", 1e-4)
 
 
