@@ -106,3 +106,44 @@ def test_inline_cls_architecture_refuses_mean():
     model = DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64))
     with pytest.raises(UserError, match="only pooling 'cls'"):
         apply_pooling(model, "mean")
+
+
+def _mean_pooled_folder(path, tokenizer):
+    """A tiny BERT saved as a sentence-transformers folder that declares mean pooling."""
+    make_tiny("bert").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
+                                                    "type": "sentence_transformers.models.Pooling"}]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return path
+
+
+@pytest.mark.parametrize("method,params", [("full", {}), ("linear_probe", {}), ("setfit", {"num_iterations": 1})])
+def test_mean_pooled_run_reloads_with_identical_logits(method, params, tmp_path, tokenizer):
+    """Through the pipeline: train (or prefit), save, then load_run gives the saved predictions' logits."""
+    import numpy as np
+
+    from nluforge.eval.predict import predict
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import run_cell
+    from nluforge.experiments.stages import load_run
+    from nluforge.models.inputs import encode
+    from nluforge.tasks import load_task
+    from test_cli import write_sst2
+
+    data = write_sst2(tmp_path / "glue", n_train=40, n_dev=20)
+    model_dir = _mean_pooled_folder(tmp_path / "st-tiny", tokenizer)
+    cfg = resolve({"task": "sst2", "model": str(model_dir), "method": method, "method_params": params,
+                   "data": {"data_dir": str(data), "max_length": 32},
+                   "train": {"max_steps": 3, "batch_size": 8},
+                   "eval": {"advglue": False, "latency": False}})
+    result = run_cell(cfg, tmp_path / "runs")
+    assert result.run_info.status == "completed", result.run_info.error
+    run_dir = tmp_path / "runs" / cfg.run_id()
+    saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    _, spec, tok, model, _, _ = load_run(run_dir)
+    assert pooling_of(model) == "mean"
+    dev = load_task("sst2", data_dir=str(data)).splits["validation"]
+    logits = predict(model, encode(dev.texts, dev.labels, tok, 32), batch_size=8, pad_id=0, regression=False)
+    np.testing.assert_allclose(logits, np.array([r["logits"] for r in saved]), atol=2e-5)

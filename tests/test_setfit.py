@@ -23,11 +23,11 @@ def test_pairs_follow_setfit_sampling():
         setfit.make_pairs([1, 1, 1], num_iterations=1, seed=0)
 
 
-def test_setfit_refuses_cls_pooling_and_regression():
+def test_setfit_reads_cls_checkpoints_through_mean_and_refuses_regression():
     setfit = method_module("setfit")
     cfg = method_config("setfit", {})
-    with pytest.raises(UserError, match="pooling mean or max"):
-        setfit.adapt(apply_pooling(make_tiny("bert"), "cls"), cfg)
+    assert pooling_of(setfit.adapt(make_tiny("bert"), cfg)) == "mean"
+    assert pooling_of(setfit.adapt(apply_pooling(make_tiny("bert"), "max"), cfg)) == "max"
     with pytest.raises(UserError, match="regression"):
         setfit.adapt(apply_pooling(make_tiny("bert", num_labels=1), "mean"), cfg)
 

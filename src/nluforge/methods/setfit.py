@@ -46,7 +46,7 @@ from nluforge.methods.base import PrefitResult, count_params, unfreeze
 from nluforge.models.arch import arch_of
 from nluforge.models.features import embed, fit_linear, head_linear, set_linear
 from nluforge.models.inputs import Encoded, collate
-from nluforge.models.pooling import pool, pooling_of, restore_pooling
+from nluforge.models.pooling import apply_pooling, pool, pooling_of, restore_pooling
 
 
 @dataclass
@@ -73,8 +73,9 @@ def adapt(model: nn.Module, cfg: Config, *, task=None, **_context) -> nn.Module:
     if getattr(task, "is_regression", False) or model.config.num_labels == 1:
         raise UserError("setfit fits a classifier head; it does not support regression tasks")
     if pooling_of(model) == "cls":
-        raise UserError("setfit tunes the pooled sentence embedding that its head reads; load the model with "
-                        "pooling mean or max (the default model's auto pooling is mean)")
+        # A [CLS]-pooler checkpoint has no sentence embedding of its own; sentence-transformers (SetFit's
+        # body) reads such a checkpoint through mean pooling, and so does SetFit here.
+        apply_pooling(model, "mean")
     unfreeze(model.parameters())
     return model
 

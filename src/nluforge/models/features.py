@@ -11,6 +11,7 @@ embedding baselines.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +97,9 @@ def fit_linear(x: np.ndarray, y, *, num_labels: int, c: float | None = None, max
             from sklearn.model_selection import StratifiedKFold
 
             cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-            clf = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=max_iter, scoring="accuracy").fit(z, y)
+            with warnings.catch_warnings():  # scikit-learn 1.9 announces default changes we do not rely on
+                warnings.simplefilter("ignore", FutureWarning)
+                clf = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=max_iter, scoring="accuracy").fit(z, y)
         else:  # a class with a single example: no cross-validation, the grid's middle
             clf = LogisticRegression(C=c or float(np.median(C_GRID)), max_iter=max_iter).fit(z, y)
         w = np.zeros((num_labels, x.shape[1]))
