@@ -123,6 +123,7 @@ def _mean_pooled_folder(path, tokenizer):
 def test_mean_pooled_run_reloads_with_identical_logits(method, params, tmp_path, tokenizer):
     """Through the pipeline: train (or prefit), save, then load_run gives the saved predictions' logits."""
     import numpy as np
+    from test_cli import write_sst2
 
     from nluforge.eval.predict import predict
     from nluforge.experiments.config import resolve
@@ -130,7 +131,6 @@ def test_mean_pooled_run_reloads_with_identical_logits(method, params, tmp_path,
     from nluforge.experiments.stages import load_run
     from nluforge.models.inputs import encode
     from nluforge.tasks import load_task
-    from test_cli import write_sst2
 
     data = write_sst2(tmp_path / "glue", n_train=40, n_dev=20)
     model_dir = _mean_pooled_folder(tmp_path / "st-tiny", tokenizer)
