@@ -147,3 +147,23 @@ def test_mean_pooled_run_reloads_with_identical_logits(method, params, tmp_path,
     dev = load_task("sst2", data_dir=str(data)).splits["validation"]
     logits = predict(model, encode(dev.texts, dev.labels, tok, 32), batch_size=8, pad_id=0, regression=False)
     np.testing.assert_allclose(logits, np.array([r["logits"] for r in saved]), atol=2e-5)
+
+
+def test_prompt_tuning_on_mean_pooling_counts_virtual_tokens_and_ignores_padding():
+    from nluforge.methods import method_config, method_module
+
+    pt = method_module("prompt_tuning")
+    model = pt.adapt(apply_pooling(make_tiny("bert"), "mean"), method_config("prompt_tuning", {"num_virtual_tokens": 4}))
+    rows = [[101, 2023, 2003, 102], [101, 2307, 3185, 2204, 2143, 102]]
+    with torch.no_grad():
+        tight, padded = model(**_batch(rows, 6)).logits, model(**_batch(rows, 9)).logits
+        torch.testing.assert_close(tight, padded)
+        seen = []
+        handle = model.base_model.bert.register_forward_hook(lambda _m, _a, out: seen.append(out.last_hidden_state))
+        batch = _batch(rows, 6)
+        logits = model(**batch).logits
+        handle.remove()
+        hidden = seen[0]  # (B, 4 + 6, H): the 4 virtual tokens come first
+        mask = torch.cat([torch.ones(2, 4), batch["attention_mask"].float()], 1).unsqueeze(-1)
+        by_hand = (hidden * mask).sum(1) / mask.sum(1)  # virtual tokens counted, padding not
+        torch.testing.assert_close(logits, model.base_model.classifier(by_hand))
