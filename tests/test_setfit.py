@@ -8,8 +8,9 @@ from conftest import make_tiny
 
 from nluforge.core.errors import UserError
 from nluforge.methods import method_config, method_module
+from nluforge.models.features import embed
 from nluforge.models.inputs import Encoded
-from nluforge.models.pooling import apply_pooling, pooling_of
+from nluforge.models.pooling import apply_pooling, normalizes, pooling_of
 
 
 def test_pairs_follow_setfit_sampling():
@@ -36,7 +37,7 @@ def test_tiny_setfit_trains_and_reloads_with_identical_logits(tmp_path):
     from nluforge.eval.predict import predict
 
     setfit = method_module("setfit")
-    cfg = method_config("setfit", {"num_iterations": 2, "batch_size": 8, "lr": 1e-3, "C": 1.0})
+    cfg = method_config("setfit", {"num_iterations": 2, "batch_size": 8, "lr": 1e-3, "normalize": True})
     model = setfit.adapt(apply_pooling(make_tiny("bert"), "mean"), cfg)
     train = Encoded([[101, 2204 + (i % 2) * 700, 2000 + i, 102] for i in range(12)], None, [i % 2 for i in range(12)])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -48,7 +49,9 @@ def test_tiny_setfit_trains_and_reloads_with_identical_logits(tmp_path):
     setfit.save(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     again = setfit.load(tmp_path / "m", make_tiny("bert"), cfg)
-    assert pooling_of(again) == "mean"
+    assert pooling_of(again) == "mean" and normalizes(again)
+    x = embed(again, train, batch_size=8, pad_id=0)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)  # the head reads unit vectors
     np.testing.assert_array_equal(predict(again, train, batch_size=8, pad_id=0, regression=False), logits)
 
 

@@ -11,8 +11,11 @@ Without Prompts" (arXiv:2209.11055). Reference code: github.com/huggingface/setf
 2. The encoder (all its weights) is fine-tuned with CosineSimilarityLoss: MSE between cos(u, v) of
    the two pooled embeddings and the pair's label (1 or 0); AdamW, lr 2e-5, linear warmup (10%)
    and decay, one epoch over the pairs, batch 16 (the setfit defaults).
-3. A logistic-regression head is fitted on the tuned embeddings of the training examples and written
-   into the model's own classifier Linear (:func:`nluforge.models.features.fit_linear`).
+3. A logistic-regression head (scikit-learn's default: L2, C=1) is fitted on the tuned embeddings of
+   the training examples and written into the model's own classifier Linear
+   (:func:`nluforge.models.features.fit_linear`). The embeddings are L2-normalised when the
+   checkpoint's sentence-transformers modules end with Normalize (the default model's do), as
+   setfit's body returns them; the model then normalises the pooled vector before its head too.
 
 Implementation: the ``setfit`` package (1.2.0) is not used: it needs ``datasets``, ``evaluate`` and
 sentence-transformers' Trainer, and works on a ``SentenceTransformer`` object, whereas nluforge's
@@ -22,9 +25,10 @@ three steps are written here in plain torch on that model, with its pooling
 body). Saved as a ``save_pretrained`` folder (safetensors: encoder + fitted head in one file, the
 pooling in ``config.json``).
 
-Departures: the head is fitted on standardised embeddings with ``C`` cross-validated on the training
-examples (setfit: scikit-learn's default C=1 on L2-normalised embeddings); the classifier dropout of
-the transformers model is not applied during the contrastive phase (the embedding is read before it).
+Departures: the classifier dropout of the transformers model is not applied during the contrastive
+phase (the embedding is read before it). Measured on SST-2, K=16, 5 seeds, the same tuned bodies:
+this head 70.2 ± 3.2 dev; logistic regression on standardised, unnormalised embeddings with C
+cross-validated 68.7 ± 5.2, C=0.01 69.4 ± 4.6.
 Sentence-pair tasks (RTE) embed each pair as one input ("[CLS] a [SEP] b [SEP]"); the paper covers
 single-sentence classification only. Regression tasks are not supported.
 """
@@ -46,7 +50,13 @@ from nluforge.methods.base import PrefitResult, count_params, unfreeze
 from nluforge.models.arch import arch_of
 from nluforge.models.features import embed, fit_linear, head_linear, set_linear
 from nluforge.models.inputs import Encoded, collate
-from nluforge.models.pooling import apply_pooling, pool, pooling_of, restore_pooling
+from nluforge.models.pooling import (
+    apply_pooling,
+    pool,
+    pooling_of,
+    restore_pooling,
+    sentence_transformers_normalizes,
+)
 
 
 @dataclass
@@ -57,13 +67,14 @@ class Config:
     lr: float = 2e-5  # the encoder's AdamW learning rate in the contrastive phase
     epochs: int = 1  # passes over the pairs
     warmup_ratio: float = 0.1
-    C: float | None = None  # head's inverse L2 strength on standardised embeddings; None: cross-validated
+    C: float = 1.0  # the head's inverse L2 strength (scikit-learn's default, as setfit uses it)
+    normalize: bool | None = None  # L2-normalise embeddings; None: as the checkpoint's Normalize module says
 
     def __post_init__(self):
         for name in ("num_iterations", "batch_size", "lr", "epochs"):
             if getattr(self, name) <= 0:
                 raise UserError(f"method_params (setfit).{name} must be positive, got {getattr(self, name)}")
-        if self.C is not None and self.C <= 0:
+        if self.C <= 0:
             raise UserError(f"method_params (setfit).C must be positive, got {self.C}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"method_params (setfit).warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -72,10 +83,15 @@ class Config:
 def adapt(model: nn.Module, cfg: Config, *, task=None, **_context) -> nn.Module:
     if getattr(task, "is_regression", False) or model.config.num_labels == 1:
         raise UserError("setfit fits a classifier head; it does not support regression tasks")
-    if pooling_of(model) == "cls":
+    mode = pooling_of(model)
+    if mode == "cls":
         # A [CLS]-pooler checkpoint has no sentence embedding of its own; sentence-transformers (SetFit's
         # body) reads such a checkpoint through mean pooling, and so does SetFit here.
-        apply_pooling(model, "mean")
+        mode = "mean"
+    normalize = cfg.normalize
+    if normalize is None:
+        normalize = sentence_transformers_normalizes(getattr(model.config, "name_or_path", "") or "")
+    apply_pooling(model, mode, normalize=normalize)
     unfreeze(model.parameters())
     return model
 
@@ -147,7 +163,8 @@ def prefit(model: nn.Module, cfg: Config, train: Encoded, *, pad_id: int = 0, ba
     steps = contrastive_phase(model, cfg, train, pad_id=pad_id, seed=seed)
     x = embed(model, train, batch_size=batch_size, pad_id=pad_id)  # (N, H) tuned embeddings
     layer = head_linear(model)
-    fitted = fit_linear(x, np.asarray(train.labels), num_labels=layer.out_features, c=cfg.C, seed=seed)
+    fitted = fit_linear(x, np.asarray(train.labels), num_labels=layer.out_features, c=cfg.C, seed=seed,
+                        standardize=False)  # x is normalised inside the model when the body normalises
     set_linear(layer, fitted)
     return PrefitResult(train_time_s=time.perf_counter() - t0, examples=len(train), steps=steps,
                         summary={"pairs": 2 * cfg.num_iterations * len(train),

@@ -68,20 +68,20 @@ C_GRID = np.logspace(-3, 0, 7)  # inverse L2 strengths tried by cross-validation
 
 
 def fit_linear(x: np.ndarray, y, *, num_labels: int, c: float | None = None, max_iter: int = 2000,
-               seed: int = 0) -> LinearFit:
+               seed: int = 0, standardize: bool = True) -> LinearFit:
     """Logistic regression (``num_labels`` >= 2) or ridge (1), fitted on standardised ``x`` (N, H).
 
     ``c`` is scikit-learn's inverse L2 strength (ridge: alpha = 1 / c); None picks it from
     :data:`C_GRID` by (up to) 5-fold cross-validation on the training data itself. Binary logistic
     regression gives one weight vector w; the two logits are -(w·x + b)/2 and +(w·x + b)/2, whose
-    softmax is the same.
+    softmax is the same. ``standardize=False`` fits on ``x`` as given (SetFit's head).
     """
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 
     y = np.asarray(y)
     if len(x) == 0:
         raise UserError("cannot fit a head on an empty training split")
-    mean, std = x.mean(0), x.std(0) + 1e-6
+    mean, std = (x.mean(0), x.std(0) + 1e-6) if standardize else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
     z = (x - mean) / std
     if num_labels == 1:
         y = y.astype(np.float64)

@@ -17,9 +17,10 @@ a pre-hook on the base encoder (``bert``, ``roberta``...) records the 2-D attent
 with, and a hook at the architecture table's ``pool_at`` module replaces its output (BERT's pooler) or
 its input (heads that read ``features[:, 0]``) by the pooled vector. The mode is written to
 ``config.nluforge_pooling``; :func:`restore_pooling` re-applies it after ``from_pretrained``.
-Departure from sentence-transformers: the pooled vector is not L2-normalised inside the model (a
-linear head is insensitive to a per-example scale only up to its bias; the logistic-regression fits in
-nluforge standardise features instead, folded exactly into the head).
+Departure from sentence-transformers: by default the pooled vector is not L2-normalised inside the
+model even when the checkpoint ends with a Normalize module (the probe's logistic regression
+standardises features instead, folded exactly into the head; gradient-trained heads were calibrated
+on unnormalised features). ``apply_pooling(..., normalize=True)`` adds it; SetFit uses it.
 
 Virtual tokens. Prefix tuning's prefixes are keys and values, not output positions: peft extends the
 mask by N ones in front, so the mask's last T columns are the ones that match the T outputs, and only
@@ -46,6 +47,7 @@ from nluforge.models.arch import arch_of
 Pooling = Literal["auto", "cls", "mean", "max"]
 POOLINGS: tuple[str, ...] = ("auto", "cls", "mean", "max")
 CONFIG_KEY = "nluforge_pooling"
+NORMALIZE_KEY = "nluforge_pooling_normalize"  # L2-normalise the pooled vector (sentence-transformers' Normalize)
 
 # The attention mask of the encoder call in progress: set by the base encoder's pre-hook, read by the
 # pooling hook of the same forward pass (a ContextVar, not a module attribute, so that peft's deep copy
@@ -80,6 +82,16 @@ def sentence_transformers_pooling(source: str | Path) -> str | None:
         raise UserError(f"{folder} pools with {' + '.join(on) or 'nothing'}; nluforge supports one of cls, mean, "
                         "max: set pooling explicitly")
     return _ST_MODES[on[0]]
+
+
+def sentence_transformers_normalizes(source: str | Path) -> bool:
+    """Whether a sentence-transformers folder ends with a Normalize module (all-MiniLM-L6-v2 does)."""
+    modules = Path(source) / "modules.json"
+    try:
+        entries = json.loads(modules.read_text()) if modules.is_file() else []
+    except (OSError, ValueError):
+        return False
+    return any(str(e.get("type", "")).endswith("models.Normalize") for e in entries)
 
 
 def resolve_pooling(pooling: str, source: str | Path, config) -> str:
@@ -118,17 +130,22 @@ def _record_mask(_module, args, kwargs):
     _MASK.set(mask if mask is not None and mask.dim() == 2 else None)
 
 
-def _replace_output(mode: str):
+def _pooled(hidden: torch.Tensor, mode: str, normalize: bool) -> torch.Tensor:
+    out = pool(hidden, _MASK.get(), mode)  # (B, H)
+    return nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+def _replace_output(mode: str, normalize: bool):
     @_ours
     def hook(_module, args, _output):
-        return pool(args[0], _MASK.get(), mode)  # (B, H)
+        return _pooled(args[0], mode, normalize)  # (B, H)
     return hook
 
 
-def _replace_input(mode: str):
+def _replace_input(mode: str, normalize: bool):
     @_ours
     def hook(_module, args, kwargs):
-        return (pool(args[0], _MASK.get(), mode).unsqueeze(1), *args[1:]), kwargs  # (B, 1, H)
+        return (_pooled(args[0], mode, normalize).unsqueeze(1), *args[1:]), kwargs  # (B, 1, H)
     return hook
 
 
@@ -141,10 +158,12 @@ def _clear(module: nn.Module) -> None:
             module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
-def apply_pooling(model: nn.Module, mode: str) -> nn.Module:
+def apply_pooling(model: nn.Module, mode: str, *, normalize: bool = False) -> nn.Module:
     """Make a ``*ForSequenceClassification`` model's head read ``mode``-pooled features (in place).
 
-    ``mode`` is a resolved mode (cls, mean, max). Calling it again replaces the previous hooks.
+    ``mode`` is a resolved mode (cls, mean, max); ``normalize`` L2-normalises the pooled vector (mean
+    and max only; SetFit's head reads the normalised embedding its sentence-transformers body gives).
+    Calling it again replaces the previous hooks.
     """
     if mode not in ("cls", "mean", "max"):
         raise UserError(f"pooling mode '{mode}' must be resolved to cls, mean or max first")
@@ -152,6 +171,7 @@ def apply_pooling(model: nn.Module, mode: str) -> nn.Module:
     for module in model.modules():
         _clear(module)
     model.config.nluforge_pooling = mode
+    model.config.nluforge_pooling_normalize = bool(normalize) and mode != "cls"
     if mode == "cls":
         return model
     if arch.pool_at is None:
@@ -160,16 +180,21 @@ def apply_pooling(model: nn.Module, mode: str) -> nn.Module:
     base, target = model.get_submodule(arch.base), model.get_submodule(arch.pool_at)
     base.register_forward_pre_hook(_record_mask, with_kwargs=True)
     if arch.pool_hook == "output":
-        target.register_forward_hook(_replace_output(mode))
+        target.register_forward_hook(_replace_output(mode, normalize))
     else:
-        target.register_forward_pre_hook(_replace_input(mode), with_kwargs=True)
+        target.register_forward_pre_hook(_replace_input(mode, normalize), with_kwargs=True)
     return model
 
 
 def restore_pooling(model: nn.Module) -> nn.Module:
     """Re-apply the pooling recorded in ``model.config`` (after ``from_pretrained`` of a saved model)."""
-    mode = getattr(getattr(model, "config", None), CONFIG_KEY, None)
-    return apply_pooling(model, mode) if mode else model
+    config = getattr(model, "config", None)
+    mode = getattr(config, CONFIG_KEY, None)
+    return apply_pooling(model, mode, normalize=bool(getattr(config, NORMALIZE_KEY, False))) if mode else model
+
+
+def normalizes(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "config", None), NORMALIZE_KEY, False))
 
 
 def pooling_of(model: nn.Module) -> str:
