@@ -69,3 +69,26 @@ def test_probe_regression_uses_ridge():
     with torch.no_grad():
         pred = x @ model.classifier.weight.numpy().T + model.classifier.bias.numpy()
     assert np.corrcoef(pred[:, 0], train.labels)[0, 1] > 0.9
+
+
+def test_embedding_baselines_logreg_knn_and_zero_shot_cosine(tokenizer):
+    from nluforge.eval.embed_baselines import embedding_baselines, knn_predict
+    from nluforge.tasks import get_task
+
+    model = apply_pooling(make_tiny("bert"), "mean")
+    good, bad = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+    texts = [(f"the movie was {w}",) for w in good + bad] * 3
+    labels = ([1] * 4 + [0] * 4) * 3
+    out = embedding_baselines(model, tokenizer, (texts, labels), {"validation": (texts, labels)},
+                              get_task("sst2"), k=1, normalize=False)
+    assert out["validation"]["knn"]["accuracy"] == 1.0  # each example is its own nearest neighbour
+    assert out["validation"]["logreg"]["accuracy"] >= 0.9
+    assert "cosine" not in out["validation"]
+    query = np.array([[0.9, 0.1, 0.0]])
+    assert knn_predict(np.eye(3), [0, 1, 1], query, k=3, regression=False).tolist() == [1]  # majority
+    assert knn_predict(np.eye(3)[:2], [0, 1], query, k=2, regression=False).tolist() == [0]  # tie: nearest
+    pairs = [("a good movie", "a good movie"), ("a good movie", "awful plot and actors")] * 4
+    scores = [5.0, 0.5] * 4
+    sts = embedding_baselines(model, tokenizer, (pairs, scores), {"validation": (pairs, scores)}, get_task("stsb"))
+    assert set(sts["validation"]) == {"logreg", "knn", "cosine"}
+    assert sts["validation"]["cosine"]["pearson"] > 0.99  # identical sentences: cosine 1, others lower

@@ -3,8 +3,11 @@
 For each task, from the model's pooled features (:func:`nluforge.models.features.embed`; mean-pooled
 for sentence-transformers checkpoints):
 
-- ``logreg``: logistic regression on the frozen features (ridge for regression), fitted once on the
-  training split (the linear probe's fit, :func:`nluforge.models.features.fit_linear`);
+- ``logreg``: logistic regression on the frozen embeddings as the checkpoint gives them (L2-normalised
+  when its sentence-transformers modules end with Normalize), scikit-learn's default C=1, no feature
+  scaling: MTEB's classification protocol (Muennighoff et al. 2023, "MTEB: Massive Text Embedding
+  Benchmark"); ridge for regression. Fitted once on the training split
+  (:func:`nluforge.models.features.fit_linear`);
 - ``knn``: k-nearest neighbours by cosine similarity (majority vote; mean score for regression);
 - ``cosine`` (sentence-pair regression, e.g. STS-B): the zero-shot score cos(e(a), e(b)) of the two
   sentences embedded separately, as sentence-transformers reports STS (Reimers & Gurevych 2019,
@@ -23,6 +26,7 @@ from torch import nn
 
 from nluforge.models.features import embed, fit_linear
 from nluforge.models.inputs import encode
+from nluforge.models.pooling import sentence_transformers_normalizes
 
 
 def _metrics(spec, preds: np.ndarray, labels) -> dict[str, float]:
@@ -61,20 +65,24 @@ def cosine_scores(model: nn.Module, tokenizer, texts: Sequence[tuple[str, ...]],
 
 def embedding_baselines(model: nn.Module, tokenizer, train: tuple[Sequence, Sequence],
                         evals: dict[str, tuple[Sequence, Sequence]], spec, *, max_length: int = 128,
-                        batch_size: int = 64, k: int = 10, c: float | None = 0.01,
+                        batch_size: int = 64, k: int = 10, c: float = 1.0, normalize: bool | None = None,
                         seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """Baselines per evaluation split from ``(texts, labels)`` pairs; ``model`` is a pooled classifier.
 
-    The model is only read (its head is ignored: features are the head's input).
+    The model is only read (its head is ignored: features are the head's input). ``normalize``: None
+    follows the checkpoint's sentence-transformers Normalize module.
     """
     pad_id = tokenizer.pad_token_id or 0
     regression = spec.is_regression
+    if normalize is None:
+        normalize = sentence_transformers_normalizes(getattr(model.config, "name_or_path", "") or "")
 
     def features(texts, labels) -> np.ndarray:
-        return embed(model, encode(texts, labels, tokenizer, max_length), batch_size=batch_size, pad_id=pad_id)
+        x = embed(model, encode(texts, labels, tokenizer, max_length), batch_size=batch_size, pad_id=pad_id)
+        return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-9, None) if normalize else x
 
     train_x, train_y = features(*train), np.asarray(train[1])
-    fitted = fit_linear(train_x, train_y, num_labels=spec.num_labels, c=c, seed=seed)
+    fitted = fit_linear(train_x, train_y, num_labels=spec.num_labels, c=c, seed=seed, standardize=False)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, (texts, labels) in evals.items():
         x = features(texts, labels)
