@@ -246,6 +246,10 @@ def _record(state: RunState) -> RunResult:
                           state.device, parent=parent)
     result.meta["notes"] = state.prep.notes
     result.meta.update(state.meta)
+    if state.model is not None:  # what the head actually read (pooling "auto" resolved)
+        from nluforge.models.pooling import pooling_of
+
+        result.meta["pooling"] = pooling_of(state.model)
     write_result(state.run_dir, result)
     return result
 
