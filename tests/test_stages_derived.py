@@ -118,8 +118,7 @@ def test_int8_dynamic_quantizes_saves_without_pickle_and_reloads_exactly(tmp_pat
 def _methods_for_int8():
     from nluforge.methods import METHODS
 
-    # prefix_tuning: peft's prefix forward fails on these tiny BERTs before any compression
-    return [n for n in METHODS.names() if n != "prefix_tuning"]
+    return list(METHODS.names())
 
 
 @pytest.mark.parametrize("method", _methods_for_int8())
