@@ -22,6 +22,12 @@ interrupted benchmark resumes where it stopped):
   with the seed), ``full``, ``prompt_based``, ``lora`` and ``prompt_tuning`` on SST-2 and RTE; batch 8,
   128 steps, no model selection on the real dev set (evaluated once, at the end). Mean ± std.
 
+- ``kshot16``: issue #16's few-shot table: K=16 per class, LM-BFF's 5 seeds, SST-2 and RTE:
+  ``setfit`` (R=20, the paper's settings) through the pipeline, and the frozen-embedding baselines
+  (logistic regression and cosine k-NN on the default model's mean-pooled features), computed by
+  :func:`nluforge.eval.embed_baselines.task_baselines` on the same sampled examples.
+- ``probe20k``: ``linear_probe`` (closed-form, pooling auto = mean) on 20,000 SST-2 examples.
+
 Each method runs at its paper's recommended settings scaled to a 6-layer, 384-wide encoder
 (``SETTINGS`` below). Learning rates that the papers tune per model come from the registry's
 defaults, which were chosen by short measured runs (BENCHMARKS.md, "calibration"), except full and
@@ -42,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import GLUE_DIR, dump, machine, print_table  # noqa: E402
 
 METHOD_ORDER = ["full", "linear_probe", "bitfit", "lora", "adalora", "ia3", "prompt_tuning", "prefix_tuning",
-                "adapter", "dylora", "lopa", "lst", "prompt_based"]
+                "adapter", "dylora", "lopa", "lst", "prompt_based"]  # setfit: few-shot only (kshot16)
 # method -> (method_params, why). Paper settings, scaled from BERT/RoBERTa-base (768 wide, 12 layers) to
 # MiniLM-L6 (384 wide, 6 layers) where a width or a count depends on the model.
 SETTINGS: dict[str, tuple[dict, str]] = {
@@ -60,6 +66,7 @@ SETTINGS: dict[str, tuple[dict, str]] = {
     "lopa": ({"num_virtual_tokens": 10, "rank": 4}, "m=10 tokens, rank 4 (paper: 1..4)"),
     "lst": ({"reduction_factor": 8}, "side width 48 (384/8), gates T=0.1, pruned-backbone init"),
     "prompt_based": ({"prompts": [0]}, "LM-BFF manual template, MLM head tied init"),
+    "setfit": ({"num_iterations": 20}, "R=20 pair rounds, CosineSimilarityLoss, lr 2e-5, batch 16, logreg head"),
 }
 LORA_ALL_LINEAR = ["query", "key", "value", "dense"]
 LORA20K_LRS = [5e-4, 1e-3, 2e-3, 5e-3]
@@ -246,6 +253,59 @@ def kshot_part(args, work: Path) -> dict:
     return {"rows": rows, "table": table}
 
 
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    mean = round(100 * statistics.mean(values), 1) if values else None
+    return mean, (round(100 * statistics.stdev(values), 1) if len(values) > 1 else None)
+
+
+def kshot16_part(args, work: Path) -> dict:
+    """SetFit and the frozen-embedding baselines at K=16 per class over LM-BFF's seeds."""
+    import torch
+
+    from nluforge.eval.embed_baselines import task_baselines
+    from nluforge.models.loading import load_model, load_tokenizer
+    from nluforge.tasks import load_task
+
+    tasks = args.kshot_tasks.split(",")
+    cells = [cell(args, task, "setfit", k=16, seed=seed, evaluation=QUIET_EVAL) for task in tasks
+             for seed in KSHOT_SEEDS]
+    found = run(cells, work / "kshot16", args.workers)
+    rows = [row(c, found[c.run_id()]) for c in cells]
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer("default")
+    baselines: dict[str, dict[str, list[float]]] = {}
+    for task in tasks:
+        for seed in KSHOT_SEEDS:
+            data = load_task(task, data_dir=args.data_dir, k_shot=16, seed=seed)
+            model = load_model("default", num_labels=data.spec.num_labels)
+            res = task_baselines(model, tokenizer, data, splits=["validation"], seed=seed)["validation"]
+            for kind, metrics in res.items():
+                baselines.setdefault(f"{task}:{kind}", []).append(metrics["accuracy"])
+    table = []
+    for task in tasks:
+        accs = [primary(r) for r in rows if r["task"] == task and primary(r) is not None]
+        mean, std = _mean_std(accs)
+        table.append({"task": task, "method": "setfit", "seeds": len(accs), "mean": mean, "std": std,
+                      "per_seed": [round(100 * a, 1) for a in accs]})
+        for kind in ("logreg", "knn"):
+            accs = baselines.get(f"{task}:{kind}", [])
+            mean, std = _mean_std(accs)
+            table.append({"task": task, "method": f"frozen {kind}", "seeds": len(accs), "mean": mean, "std": std,
+                          "per_seed": [round(100 * a, 1) for a in accs]})
+    print_table(table, ["task", "method", "seeds", "mean", "std", "per_seed"],
+                f"k-shot (issue #16): K=16 per class, seeds {KSHOT_SEEDS}, default model, mean pooling")
+    return {"rows": rows, "table": table}
+
+
+def probe20k_part(args, work: Path) -> dict:
+    c = cell(args, "sst2", "linear_probe", n=args.sst2_train)
+    r = row(c, run([c], work / "probe20k", args.workers)[c.run_id()])
+    r["acc"] = primary(r)
+    print_table([r], ["method", "acc", "advglue", "train_time_s", "wall_time_s", "status"],
+                f"linear_probe (closed form, pooling auto): SST-2, {args.sst2_train} examples")
+    return {"rows": [r]}
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -268,6 +328,10 @@ def main() -> None:
             report[task] = main_part(args, work, task, best_lr)
     if "kshot" in parts:
         report["kshot"] = kshot_part(args, work)
+    if "kshot16" in parts:
+        report["kshot16"] = kshot16_part(args, work)
+    if "probe20k" in parts:
+        report["probe20k"] = probe20k_part(args, work)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     dump(report, args.out)
 

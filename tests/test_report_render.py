@@ -1,8 +1,8 @@
 """The HTML report renders in a real browser: headless Chromium draws every plot, with nonzero size,
 and the plots of results with predictions draw error bars and the baseline line.
 
-The test finds Chromium (``$NLUFORGE_CHROMIUM`` or on PATH), or installs Debian's ``chromium`` with
-apt-get when running as root. It skips, with the reason, only where no browser can be had. It leaves a
+The test finds Chromium (``$NLUFORGE_CHROMIUM`` or on PATH); `make browser` installs Debian's
+``chromium`` (.ci/run calls it). Without a browser it skips and says how to get one. It leaves a
 screenshot of the whole page for people to look at: its path is printed, and a copy is written to
 /tmp/nluforge_report_screenshot.png.
 """
@@ -23,7 +23,6 @@ from nluforge.report import build_report
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 NOISE = Path(__file__).parent / "fixtures" / "noise"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-INSTALL_TIMEOUT_S = 900
 SCREENSHOT_COPY = Path("/tmp/nluforge_report_screenshot.png")
 WIDTH = 1360
 
@@ -57,31 +56,14 @@ def _find_browser() -> str | None:
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
-def _install_browser() -> str:
-    """``apt-get install chromium`` as root; skip with the reason where that cannot work."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(
-            "no Chromium found (set NLUFORGE_CHROMIUM or install `chromium`), and cannot install one "
-            "here: not root or no apt-get"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = "apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium"
-    try:
-        proc = subprocess.run(
-            ["sh", "-c", cmd], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=env
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"installing Chromium with apt-get took more than {INSTALL_TIMEOUT_S} s")
-    browser = _find_browser()
-    if proc.returncode != 0 or browser is None:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        pytest.skip(f"no Chromium, and `{cmd}` failed (exit {proc.returncode}): {tail}")
-    return browser
+def _no_browser() -> str:
+    """Chromium comes from `make browser` (which .ci/run calls); a test never installs system packages."""
+    pytest.skip("no Chromium found: run `make browser` (Debian's chromium), or set NLUFORGE_CHROMIUM")
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    return _find_browser() or _install_browser()
+    return _find_browser() or _no_browser()
 
 
 def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:

@@ -118,8 +118,7 @@ def test_int8_dynamic_quantizes_saves_without_pickle_and_reloads_exactly(tmp_pat
 def _methods_for_int8():
     from nluforge.methods import METHODS
 
-    # prefix_tuning: peft's prefix forward fails on these tiny BERTs before any compression
-    return [n for n in METHODS.names() if n != "prefix_tuning"]
+    return list(METHODS.names())
 
 
 @pytest.mark.parametrize("method", _methods_for_int8())
@@ -228,8 +227,13 @@ def test_grid_trains_each_cell_once_and_derives_one_child_per_step(tmp_path, tin
     for child in children:
         parent = found[child.run_info.parent]
         assert child.config["method"] == parent.config["method"] and len(child.config["compress"]) == 1
-        assert 0 <= child.metrics["trained"]["validation"]["accuracy"] <= 1
-        assert child.cost.model_size_mb < parent.cost.model_size_mb
+        acc, parent_acc = (r.metrics["trained"]["validation"]["accuracy"] for r in (child, parent))
+        assert abs(acc - parent_acc) <= 0.1  # int8 keeps a random tiny model's predictions, nearly all
+        # BitFit ships only its biases and head on top of the base: compare the servable models alone
+        if child.config["compress"][0].get("embeddings", True):  # the word embeddings dominate a tiny model
+            assert child.cost.standalone_size_mb < 0.5 * parent.cost.standalone_size_mb
+        else:
+            assert child.cost.standalone_size_mb < parent.cost.standalone_size_mb
         assert child.cost.train_time_s == parent.cost.train_time_s  # the child's training is its parent's
         assert child.meta["parent"]["metrics"] == parent.metrics["trained"]
     trainings.clear()

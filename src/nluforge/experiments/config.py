@@ -126,6 +126,9 @@ class RunConfig:
 
     task: str = "sst2"
     model: str = "default"
+    # What the sequence-classification head reads: auto follows the checkpoint (a sentence-transformers
+    # model's own Pooling config, e.g. mean for `default`; else the architecture's [CLS] pooler).
+    pooling: Literal["auto", "cls", "mean", "max"] = "auto"
     method: str = "full"
     method_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "adamw"

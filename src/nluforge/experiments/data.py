@@ -55,10 +55,8 @@ def eval_split_names(cfg: RunConfig, spec, splits: dict[str, Any]) -> list[str]:
 
 
 def encode_splits(prep, names: list[str]):
-    """Tokenize the named splits of a prepared run, through the method's input formatter if it has one."""
+    """Tokenize the named splits of a prepared run."""
     from nluforge.models.inputs import encode
 
-    fmt = getattr(prep.method, "format_inputs", None)
-    formatter = (lambda t: fmt(t, prep.method_cfg, prep.tokenizer, prep.spec)) if fmt else None
-    return {n: encode(prep.splits[n].texts, prep.splits[n].labels, prep.tokenizer, prep.cfg.data.max_length,
-                      formatter) for n in names}
+    return {n: encode(prep.splits[n].texts, prep.splits[n].labels, prep.tokenizer, prep.cfg.data.max_length)
+            for n in names}

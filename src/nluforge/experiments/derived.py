@@ -92,6 +92,7 @@ def measure_stage(state: RunState) -> None:
     """The child's own size and latency; training cost fields from the parent; the parent's figures in meta."""
     from nluforge.experiments.stages import latency_ms
     from nluforge.models.loading import dir_size_mb
+    from nluforge.models.params import size_figures
     from nluforge.results import Cost
 
     parent = state.prep.parent
@@ -101,7 +102,8 @@ def measure_stage(state: RunState) -> None:
     own = {"latency_ms_bs1": lat.get(1), "latency_ms_bs32": lat.get(32), "model_size_mb": size,
            "checkpoint_size_mb": None}
     # every weight is re-stored in the compressed folder: it ships alone, nothing on top of the base model
-    own |= {f: size for f in ("delta_size_mb", "standalone_size_mb") if f in Cost.__dataclass_fields__}
+    alone = size_figures(state.model_dir).standalone_mb  # tokenizer files left out, as for trained runs
+    own |= {"delta_size_mb": alone, "standalone_size_mb": alone}
     state.cost = dataclasses.replace(pcost, **own)
     state.meta["parent"] = {"run": parent.run_dir.name,
                             "metrics": (parent.result.metrics.get("trained") if parent.result else None),

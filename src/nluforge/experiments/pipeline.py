@@ -55,8 +55,7 @@ def build_model(cfg: RunConfig, spec, tokenizer):
     module = method_module(cfg.method)
     method_cfg = method_config(cfg.method, cfg.method_params)
     base = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names,
-                      head=getattr(module, "HEAD", "sequence_classification"),
-                      attn_implementation=getattr(module, "ATTN_IMPLEMENTATION", None))
+                      head=getattr(module, "HEAD", "sequence_classification"), pooling=cfg.pooling)
     model = module.adapt(base, method_cfg, tokenizer=tokenizer, task=spec)
     return model, module, method_cfg
 
@@ -110,6 +109,9 @@ def _train(state: RunState) -> None:
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
                            "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+    prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
+    if prefit:
+        state.meta["train"]["prefit"] = prefit[0]
 
 
 def _distills(state: RunState) -> bool:
@@ -244,6 +246,10 @@ def _record(state: RunState) -> RunResult:
                           state.device, parent=parent)
     result.meta["notes"] = state.prep.notes
     result.meta.update(state.meta)
+    if state.model is not None:  # what the head actually read (pooling "auto" resolved)
+        from nluforge.models.pooling import pooling_of
+
+        result.meta["pooling"] = pooling_of(state.model)
     write_result(state.run_dir, result)
     return result
 

@@ -24,7 +24,7 @@ class Servable:
     spec: Any  # nluforge.tasks.TaskSpec
     tokenizer: Any
     model: Any  # in eval mode
-    method: Any  # the method module (its format_inputs, if any, still applies)
+    method: Any  # the method module
     method_cfg: Any
     result: RunResult | None  # the run's result.json (None when it has none)
     compressed: bool  # the model folder holds a compressed model (a derived run)
@@ -88,8 +88,7 @@ def _base_model(cfg: RunConfig, spec, module):
     from nluforge.models.loading import load_model
 
     return load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names,
-                      head=getattr(module, "HEAD", "sequence_classification"),
-                      attn_implementation=getattr(module, "ATTN_IMPLEMENTATION", None))
+                      head=getattr(module, "HEAD", "sequence_classification"), pooling=cfg.pooling)
 
 
 def _structure(cfg: RunConfig, spec, module, method_cfg, tokenizer):
@@ -103,7 +102,7 @@ def distilled_classifier(cfg: RunConfig, spec):
     """A PET-distilled run's model (fresh): a plain sequence classifier of the run's base model."""
     from nluforge.models.loading import load_model
 
-    return load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names)
+    return load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names, pooling=cfg.pooling)
 
 
 def _load_method_model(model_dir: Path, cfg: RunConfig, spec, module, method_cfg, tokenizer):

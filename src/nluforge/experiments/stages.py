@@ -64,6 +64,8 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
     own_model = model is None  # the run's own model gets the method's per-step hooks
     device, acc = device_and_accelerator(cfg.train.precision)
     model = (prep.model if own_model else model).to(device)
+    if own_model and getattr(prep.method, "prefit", None) is not None:  # the method trains itself: no loop
+        return _prefit(prep, model, train, device, acc)
     optimizer = build_optimizer(cfg.optimizer, model, lr=lr or learning_rate(prep),
                                 weight_decay=cfg.train.weight_decay, **cfg.optimizer_params)
     steps = total_steps(train_cfg, len(train), acc.num_processes)
@@ -105,6 +107,23 @@ def _logger(fh, extra: dict[str, Any]):
         fh.flush()
 
     return log
+
+
+def _prefit(prep, model, train, device, acc) -> Trained:
+    """Run a method's own training (linear probe: a closed-form head; SetFit) instead of ``fit``."""
+    from nluforge.eval.meters import PeakMemory
+    from nluforge.train.loop import FitResult
+
+    with PeakMemory(device) as peak:
+        done = prep.method.prefit(model, prep.method_cfg, train, tokenizer=prep.tokenizer,
+                                  task=prep.spec, pad_id=pad_id(prep.tokenizer),
+                                  batch_size=prep.cfg.train.eval_batch_size, seed=prep.cfg.seed)
+    rate = done.examples / done.train_time_s if done.train_time_s > 0 else 0.0
+    history = [{"prefit": done.summary}] if done.summary else []
+    fit_result = FitResult(steps=done.steps, train_time_s=done.train_time_s, examples_seen=done.examples,
+                           examples_per_s=rate, best_metric=None, best_step=None, stopped_early=False,
+                           history=history)
+    return Trained(model, fit_result, device, acc, peak, None)
 
 
 def eval_split_names_for_selection(prep) -> str:

@@ -69,6 +69,8 @@ _method("dylora", "Valipour et al. 2023, DyLoRA", "nested LoRA ranks trained by 
 _method("lopa", "Jain et al. 2024, LOPA", "soft prompt = shared part ∘ input-conditioned low-rank part", 5e-3, 1.0)
 _method("lst", "Sung et al. 2022, Ladder Side-Tuning", "small gated side network on frozen backbone activations",
         3e-3, 2.0)
+_method("setfit", "Tunstall et al. 2022, SetFit",
+        "contrastive pair tuning of the sentence encoder, then a logistic-regression head", 2e-5, 1.0)
 _method("prompt_based", "Schick & Schütze 2021 (PET); Gao et al. 2021 (LM-BFF)",
         "pattern + verbalizer scored by the masked-LM head", 1e-4, 0.9)
 

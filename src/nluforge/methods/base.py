@@ -43,6 +43,16 @@ class TrainHooks:
     load_state_dict: Callable[[dict[str, Any]], None] | None = None
 
 
+@dataclass
+class PrefitResult:
+    """What a method's ``prefit`` (its own training, run instead of the gradient loop) reports."""
+
+    train_time_s: float
+    examples: int  # training examples used
+    steps: int = 0  # optimizer steps, if the method takes any (SetFit's contrastive phase)
+    summary: dict[str, Any] | None = None  # method-specific facts for result.meta
+
+
 def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
@@ -95,14 +105,14 @@ def save(model: nn.Module, path: str | Path) -> None:
     save_state(model, path)
 
 
-def save_state(model: nn.Module, path: Path) -> None:
+def save_state(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """The trained tensors, and a reference to the base model they apply to."""
     import json
 
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}
-    save_file(state, str(path / METHOD_STATE), metadata={"format": "pt"})
+    save_file(state, str(path / METHOD_STATE), metadata={"format": "pt", **(metadata or {})})
     config = getattr(model, "config", None)
     reference = {"base_model_name_or_path": getattr(config, "_name_or_path", "") or None,
                  "complete": all(p.requires_grad for p in model.parameters()),  # the state is the whole model
@@ -122,7 +132,9 @@ def load(path: str | Path, base_model: nn.Module, cfg: Any, adapt_fn: Callable[.
         load_state(model, path / METHOD_STATE)
         return model
     if (path / "config.json").is_file():
-        return type(base_model).from_pretrained(path)
+        from nluforge.models.pooling import restore_pooling
+
+        return restore_pooling(type(base_model).from_pretrained(path))  # the pooling recorded in config.json
     raise UserError(f"{path} holds no saved model (no adapter_config.json, {METHOD_STATE} or config.json)")
 
 

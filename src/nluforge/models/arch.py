@@ -35,6 +35,13 @@ class Arch:
     # through the ``key``/``value`` Linears above, one output row per input row (prefix tuning pads
     # its input); None where it does not (relative-position biases, shared or split-input attention)
     self_attn_path: str | None = "attention.self"
+    # Where pooling is swapped (nluforge.models.pooling): the module that turns the encoder's sequence
+    # output (B, T, H) into what the classifier reads, and how. "output": its output is replaced by the
+    # pooled vector (BERT's pooler: dense + tanh on [CLS], dropped from the path). "input": its input is
+    # replaced by the pooled vector as a one-token sequence (heads that read features[:, 0] themselves).
+    # None: the architecture reads [CLS] inline, so only its own pooler is available.
+    pool_at: str | None = "bert.pooler"
+    pool_hook: str = "output"
 
     @property
     def lora_targets(self) -> list[str]:
@@ -55,26 +62,28 @@ _BERT = Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer"
 ARCH: dict[str, Arch] = {
     "bert": _BERT,
     "roberta": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "roberta",
-                    ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",)),
+                    ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",), pool_at="classifier", pool_hook="input"),
     "xlm-roberta": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "roberta",
-                        ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",)),
+                        ("classifier",), has_token_type_ids=False, mlm_head=("lm_head",), pool_at="classifier",
+                        pool_hook="input"),
     "electra": Arch("query", "key", "value", "dense", "dense", "dense", "encoder.layer", "electra",
-                    ("classifier",), mlm_head=("generator_predictions", "generator_lm_head")),
+                    ("classifier",), mlm_head=("generator_predictions", "generator_lm_head"), pool_at="classifier",
+                    pool_hook="input"),
     "deberta": Arch("in_proj", "in_proj", "in_proj", "dense", "dense", "dense", "encoder.layer", "deberta",
-                    ("pooler", "classifier"), self_attn_path=None),
+                    ("pooler", "classifier"), pool_at="pooler", pool_hook="input", self_attn_path=None),
     "deberta-v2": Arch("query_proj", "key_proj", "value_proj", "dense", "dense", "dense", "encoder.layer",
-                       "deberta", ("pooler", "classifier"), self_attn_path=None),
+                       "deberta", ("pooler", "classifier"), pool_at="pooler", pool_hook="input", self_attn_path=None),
     "albert": Arch("query", "key", "value", "dense", "ffn", "ffn_output",
                    "encoder.albert_layer_groups", "albert", ("classifier",), mlm_head=("predictions",),
-                   self_attn_path=None),
+                   pool_at=None, self_attn_path=None),
     "distilbert": Arch("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "transformer.layer", "distilbert",
                        ("pre_classifier", "classifier"), has_token_type_ids=False,
                        attn_out_path="attention.out_lin", ffn_in_path="ffn.lin1", ffn_out_path="ffn.lin2",
                        mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
-                       self_attn_path=None),
+                       pool_at=None, self_attn_path=None),
     "mpnet": Arch("q", "k", "v", "o", "dense", "dense", "encoder.layer", "mpnet", ("classifier",),
                   has_token_type_ids=False, attn_out_path="attention.attn.o", mlm_head=("lm_head",),
-                  self_attn_path=None),
+                  pool_at="classifier", pool_hook="input", self_attn_path=None),
 }
 
 

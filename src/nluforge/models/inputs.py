@@ -10,7 +10,7 @@ mega-batch by length, cut into batches, then shuffle the batch order. The order 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +36,8 @@ def encode(
     labels: Sequence[int] | Sequence[float],
     tokenizer,
     max_length: int,
-    format_inputs: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
 ) -> Encoded:
     """Tokenize single sentences or pairs, truncating to ``max_length`` tokens."""
-    if format_inputs is not None:
-        texts = [format_inputs(t) for t in texts]
     firsts = [t[0] for t in texts]
     seconds = [t[1] for t in texts] if texts and len(texts[0]) > 1 else None
     enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=False)

