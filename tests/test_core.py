@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -92,3 +93,13 @@ def test_load_yaml_errors_are_one_line(tmp_path):
         load_yaml(bad)
     with pytest.raises(UserError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_bad_choice_names_the_allowed_values():
+    @dataclass
+    class Pick:
+        pooling: Literal["auto", "cls", "mean"] = "auto"
+
+    with pytest.raises(UserError) as err:
+        build(Pick, {"pooling": "avg"}, where="")
+    assert str(err.value) == "bad value for 'pooling': 'avg' (Input should be 'auto', 'cls' or 'mean')"

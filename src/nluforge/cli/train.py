@@ -15,6 +15,8 @@ def train(
     task: str = typer.Option(None, "--task", "-t", help="Task name (see `nluforge tasks`) or 'custom'."),
     model: str = typer.Option(None, "--model", "-m", help="'default', a local folder or a hub id."),
     method: str = typer.Option(None, "--method", help="Adaptation method (see `nluforge methods`)."),
+    pooling: str = typer.Option(None, "--pooling", help="What the head reads: auto (default: the checkpoint's "
+                                "own pooling, e.g. mean for 'default'), cls, mean or max."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML run config; flags override it."),
     data_dir: str = DataDir,
     train_file: str = typer.Option(None, help="Custom task: training CSV/TSV/JSONL file."),
@@ -39,7 +41,7 @@ def train(
     from nluforge.experiments.config import resolve
     from nluforge.experiments.pipeline import execute, prepare, run_children
 
-    flags = {"task": task, "model": model, "method": method, "seed": seed,
+    flags = {"task": task, "model": model, "method": method, "pooling": pooling, "seed": seed,
              "data.data_dir": data_dir, "data.train_file": train_file,
              "data.validation_file": validation_file, "data.text_fields": text_fields,
              "data.label_field": label_field, "data.max_train_samples": max_train_samples,

@@ -48,8 +48,9 @@ def build(cls: type[C], data: Mapping[str, Any] | None, where: str = "") -> C:
         try:
             kwargs[name] = _adapter(tp).validate_python(value, strict=False)
         except Exception as err:  # pydantic.ValidationError; keep its first line only
-            msg = str(err).splitlines()
-            detail = msg[2].strip() if len(msg) > 2 else str(err)
+            lines = [s.strip() for s in str(err).splitlines()[1:]]
+            reasons = [s for s in lines if s and not s.startswith("For further information")]
+            detail = reasons[-1].split(" [type=")[0] if reasons else str(err)
             raise UserError(f"bad value for '{prefix}{name}': {value!r} ({detail})") from None
     try:
         return cls(**kwargs)
