@@ -13,14 +13,17 @@ LATEST := .venv-latest
 DATA_DIR ?= $(or $(NLUFORGE_DATA_DIR),$(wildcard ../shared/data/glue))
 RESULTS ?= results/demo
 PYTEST_ARGS ?=
+# pip's stderr goes to a log, shown (without the harmless "location is ignored" warnings of this machine's
+# pip config) only when the install fails, so a failed install still stops make.
+PIPLOG = 2>.pip-install.log || { grep -v "is ignored" .pip-install.log; exit 1; }
 
 .PHONY: venv demo test fast-test lint lint-imports browser lock check-latest clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q --upgrade pip $(PIPLOG)
+	$(BIN)/python -m pip install -q -r $(LOCK) $(PIPLOG)
+	$(BIN)/python -m pip install -q --no-deps -e . $(PIPLOG)
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -61,8 +64,8 @@ lock: venv
 check-latest:
 	rm -rf $(LATEST)
 	$(PY) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[all,dev]' 2>&1 | grep -v "is ignored" || true
+	$(LATEST)/bin/python -m pip install -q --upgrade pip $(PIPLOG)
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[all,dev]' $(PIPLOG)
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@grep -iE '^(torch|transformers|peft|accelerate|datasets|sentence-transformers)==' $(LATEST)/versions.txt
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
