@@ -365,3 +365,16 @@ def test_torchrun_two_processes_write_one_run(tmp_path, tiny_model_dir, glue_dir
     result = results[runs[0].name]
     assert result["run_info"]["status"] == "completed"
     assert result["cost"]["train_examples"] == 4 * 16 * 2  # both processes trained, each on its own batches
+
+
+def test_a_run_from_before_the_pooling_option_reloads_with_the_cls_pooler(tmp_path):
+    import yaml
+
+    from nluforge.experiments.config import read_run_config, resolve
+
+    old = resolve({"task": "sst2"}).to_dict()
+    del old["pooling"]  # what config.yaml held before the option existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert read_run_config(tmp_path).pooling == "cls"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "pooling": "auto"}))
+    assert read_run_config(tmp_path).pooling == "auto"

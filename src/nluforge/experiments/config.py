@@ -210,4 +210,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    return resolve(yaml.safe_load(path.read_text()) or {})
+    data = yaml.safe_load(path.read_text()) or {}
+    if isinstance(data, dict) and "pooling" not in data:
+        data["pooling"] = "cls"  # runs from before the pooling option read the architecture's [CLS] pooler
+    return resolve(data)
