@@ -19,7 +19,7 @@ from typing import Any
 from nluforge.core.errors import UserError
 from nluforge.core.registry import Registry
 
-COMPRESSORS: Registry[Any] = Registry("compressor", hint="see `nluforge compress --help`; known: int8_dynamic")
+COMPRESSORS: Registry[Any] = Registry("compressor")  # unknown name: lists the known ones
 MANIFEST = "compress.json"  # in a compressed model folder: which compressor, its config, its layout
 
 COMPRESSORS.register(
@@ -28,6 +28,13 @@ COMPRESSORS.register(
     paper="Zafrir et al. 2019, Q8BERT: Quantized 8Bit BERT (arXiv:1910.06188); embeddings per-row as in "
           "Shen et al. 2020, Q-BERT (AAAI)",
     impl="nluforge.compress.int8_dynamic.quantize",
+)
+COMPRESSORS.register(
+    "groupwise", "nluforge.compress.groupwise.config:GroupwiseConfig",
+    summary="2/3/4/8-bit weights (linears and embeddings), a scale and offset per group of weights, bit-packed",
+    paper="Shen et al. 2020, Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT (AAAI, "
+          "arXiv:1909.05840), group-wise quantization",
+    impl="nluforge.compress.groupwise.quantize",
 )
 
 
