@@ -36,6 +36,14 @@ COMPRESSORS.register(
           "arXiv:1909.05840), group-wise quantization",
     impl="nluforge.compress.groupwise.quantize",
 )
+COMPRESSORS.register(
+    "magnitude", "nluforge.compress.magnitude.config:MagnitudeConfig",
+    summary="unstructured pruning of the smallest-magnitude weights to a target sparsity (global or per "
+            "layer), stored as bitmask + values",
+    paper="Han et al. 2015, Learning both Weights and Connections (NeurIPS, arXiv:1506.02626); Zhu & Gupta "
+          "2017, To prune, or not to prune (arXiv:1710.01878)",
+    impl="nluforge.compress.magnitude.prune",
+)
 
 
 def compress_config(name: str, options: dict[str, Any] | None = None):
