@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-STEPS = {"groupwise": {"bits": 3, "group_size": 16}, "magnitude": {"sparsity": 0.5}}
+from nluforge.core.errors import UserError
+
+STEPS = {"groupwise": {"bits": 3, "group_size": 16}, "magnitude": {"sparsity": 0.5},
+         "structured": {"heads": 0.5, "neurons": 0.5}}
+# methods whose served model is a plain Hugging Face encoder with nn.Linear projections (merged peft too)
+STRUCTURED = {"full", "bitfit", "lora", "ia3", "adalora", "linear_probe", "setfit"}
 
 
 def _methods():
@@ -32,7 +37,13 @@ def test_compressed_model_of_every_method_round_trips(method, compressor, tmp_pa
     x = {"input_ids": torch.randint(1000, 3000, (2, 10)), "attention_mask": torch.ones(2, 10, dtype=torch.long)}
     cfg = compress_config(compressor, STEPS[compressor])
     ref = adapted(0)(**x).logits
-    q = compress(adapted(0), cfg)
+    calibration = [{**x, "labels": torch.tensor([0, 1])}]
+    if compressor == "structured" and method not in STRUCTURED:
+        with pytest.raises(UserError) as err:
+            compress(adapted(0), cfg, calibration=calibration)
+        assert "structured pruning" in str(err.value) and "\n" not in str(err.value)
+        return
+    q = compress(adapted(0), cfg, calibration=calibration)
     out = q(**x).logits
     assert out.shape == ref.shape and not torch.equal(out, ref)
     save_compressed(q, cfg, tmp_path / "m")

@@ -2,7 +2,8 @@
 
 Each compressor is a sub-package with the same file roles: ``config.py`` (its dataclass, importable
 without torch, so a bad step fails before any model loads) and ``quantize.py`` (or ``prune.py``, ...)
-with ``compress(model, cfg)``, ``save(model, cfg, folder)`` and ``load(folder, model)``. Compressed
+with ``compress(model, cfg)`` (``compress(model, cfg, calibration=batches)`` for a config whose
+``CALIBRATION`` is true), ``save(model, cfg, folder)`` and ``load(folder, model)``. Compressed
 models are stored without pickle (safetensors plus a JSON manifest) and rebuilt on load.
 
 A compressed model is a *derived run* (see ``nluforge.experiments.derived``): its own run directory,
@@ -44,6 +45,14 @@ COMPRESSORS.register(
           "2017, To prune, or not to prune (arXiv:1710.01878)",
     impl="nluforge.compress.magnitude.prune",
 )
+COMPRESSORS.register(
+    "structured", "nluforge.compress.structured.config:StructuredConfig",
+    summary="removes the least important attention heads and FFN neurons (Fisher scores on calibration "
+            "examples from the parent's train split): a smaller, faster model",
+    paper="Kwon et al. 2022, A Fast Post-Training Pruning Framework for Transformers (NeurIPS, "
+          "arXiv:2204.09656); head masks as in Michel et al. 2019 (NeurIPS)",
+    impl="nluforge.compress.structured.prune",
+)
 
 
 def compress_config(name: str, options: dict[str, Any] | None = None):
@@ -61,9 +70,20 @@ def _impl(cfg: Any):
     raise UserError(f"{type(cfg).__name__} is not a registered compressor config")
 
 
-def compress(model, cfg):
-    """Compress ``model`` (in place where the compressor can) and return the compressed model."""
+def needs_calibration(cfg: Any) -> bool:
+    """Whether compressor config ``cfg`` scores the model on labelled batches (``CALIBRATION``)."""
+    return bool(getattr(type(cfg), "CALIBRATION", False))
+
+
+def compress(model, cfg, calibration=None):
+    """Compress ``model`` (in place where the compressor can) and return the compressed model.
+
+    ``calibration``: labelled batches (``input_ids``, ``attention_mask``, ``labels``, ...) for compressors
+    that score the model first (:func:`needs_calibration`); the others ignore it.
+    """
     module, _ = _impl(cfg)
+    if needs_calibration(cfg):
+        return module.compress(model, cfg, calibration=calibration)
     return module.compress(model, cfg)
 
 
