@@ -16,9 +16,9 @@ Departures from the papers:
 - Only weight matrices are pruned (nn.Linear, and nn.Embedding when asked); biases and layer norms stay.
 - A peft model is merged first (as in ``int8_dynamic``).
 
-Storage: no pickle. ``model.safetensors`` holds, for each pruned weight ``name``, ``name.mask`` (uint8,
-the nonzero pattern bit-packed row-major with ``numpy.packbits``, 1 bit a weight) and ``name.values``
-(fp32, the nonzero weights in row-major order); every other tensor as is. The manifest's layout gives
+Storage (``nluforge.compress.sparse``): no pickle. ``model.safetensors`` holds, for each pruned weight
+``name``, ``name.mask`` (uint8, the nonzero pattern bit-packed row-major with ``numpy.packbits``, 1 bit a
+weight) and ``name.values`` (fp32, the nonzero weights in row-major order); every other tensor as is. The manifest's layout gives
 each pruned weight's shape and the achieved sparsity. The served model is dense again (CPU kernels for
 unstructured sparsity do not make BERT faster): the saving is on disk, not in latency.
 """
@@ -28,15 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from nluforge.compress.magnitude.config import MagnitudeConfig
-from nluforge.compress.targets import fill_others, other_tensors, servable_form, weight_targets
+from nluforge.compress.sparse import load_sparse, save_sparse
+from nluforge.compress.targets import servable_form, weight_targets
 from nluforge.core.errors import UserError
-
-WEIGHTS = "model.safetensors"
 
 
 def _zero_smallest(weights: list[torch.Tensor], sparsity: float) -> None:
@@ -68,55 +66,12 @@ def compress(model: nn.Module, cfg: MagnitudeConfig) -> nn.Module:
     return model
 
 
-def sparsity(model: nn.Module, cfg: MagnitudeConfig) -> float:
-    """The fraction of zeros among the weights ``cfg`` targets."""
-    targets = weight_targets(model, embeddings=cfg.embeddings, skip=cfg.skip)
-    zeros = sum(int((w == 0).sum()) for w in targets.values())
-    return zeros / sum(w.numel() for w in targets.values())
-
-
 def save(model: nn.Module, cfg: MagnitudeConfig, folder: Path) -> dict[str, Any]:
     """Write ``model.safetensors`` (pruned weights as bitmask + values); return the layout."""
-    from safetensors.torch import save_file
-
     targets = weight_targets(model, embeddings=cfg.embeddings, skip=cfg.skip)
-    tensors = dict(other_tensors(model, targets))
-    for name, weight in targets.items():
-        w = weight.detach().flatten()
-        keep = w != 0  # (n,)
-        tensors[f"{name}.mask"] = torch.from_numpy(np.packbits(keep.numpy()))
-        tensors[f"{name}.values"] = w[keep]
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / WEIGHTS),
-              metadata={"format": "nluforge-magnitude"})
-    return {"pruned": {name: list(w.shape) for name, w in targets.items()},
-            "sparsity": round(sparsity(model, cfg), 6)}
+    return save_sparse(model, targets, folder, "nluforge-magnitude")
 
 
 def load(folder: Path, model: nn.Module, cfg: MagnitudeConfig, layout: dict[str, Any]) -> nn.Module:
     """Rebuild the pruned model on ``model`` (the unpruned structure) from ``folder``."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / WEIGHTS))
-    model = servable_form(model).to("cpu").eval()
-    params = dict(model.named_parameters(remove_duplicate=False))
-    dense = {}
-    try:
-        for name, shape in layout["pruned"].items():
-            if list(params[name].shape) != shape:
-                raise KeyError(f"{name} is {tuple(params[name].shape)} here but {tuple(shape)} in the file")
-            n = params[name].numel()
-            keep = torch.from_numpy(np.unpackbits(tensors.pop(f"{name}.mask").numpy(), count=n).astype(bool))
-            values = tensors.pop(f"{name}.values")
-            if int(keep.sum()) != values.numel():
-                raise KeyError(f"{name}: {int(keep.sum())} mask bits but {values.numel()} values")
-            dense[name] = torch.zeros(n).masked_scatter_(keep, values).view(shape)
-    except KeyError as err:
-        raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
-                        "run") from None
-    done = {name: params[name] for name in dense}
-    fill_others(model, done, tensors, str(folder / WEIGHTS))
-    with torch.no_grad():
-        for name, weight in dense.items():
-            done[name].copy_(weight)
-    return model
+    return load_sparse(folder, servable_form(model).to("cpu").eval(), layout)
