@@ -12,7 +12,8 @@ from test_runners_real import make_tiny_glue, tiny_base
 from nluforge.experiments.config import resolve
 
 STEPS = [{"method": "groupwise", "bits": 4, "group_size": 32}, {"method": "magnitude", "sparsity": 0.6},
-         {"method": "structured", "heads": 0.5, "neurons": 0.5, "calibration_examples": 20, "batch_size": 8}]
+         {"method": "structured", "heads": 0.5, "neurons": 0.5, "calibration_examples": 20, "batch_size": 8},
+         {"method": "random_masks", "sparsity": 0.5, "candidates": 2, "calibration_examples": 8}]
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def tiny_setup(tmp_path, tiny_model_dir):
     return tiny_base(tiny_model_dir(), make_tiny_glue(tmp_path / "glue"))
 
 
-def test_one_training_three_compressed_children_each_reloading_its_own_predictions(tmp_path, tiny_setup,
+def test_one_training_four_compressed_children_each_reloading_its_own_predictions(tmp_path, tiny_setup,
                                                                                    monkeypatch):
     import numpy as np
 
@@ -40,8 +41,9 @@ def test_one_training_three_compressed_children_each_reloading_its_own_predictio
     parent = run_cell(cfg, tmp_path / "results")
     found = {d.name: r for d, r in iter_results(tmp_path / "results")}
     children = {r.run_info.step: r for r in found.values() if r.run_info.parent == parent.run_info.id}
-    assert sorted(children) == ["compress:groupwise", "compress:magnitude", "compress:structured"]
-    assert [r.run_info.error for r in children.values()] == [None] * 3
+    assert sorted(children) == ["compress:groupwise", "compress:magnitude", "compress:random_masks",
+                                "compress:structured"]
+    assert [r.run_info.error for r in children.values()] == [None] * 4
     # 20 of the 32 training examples, in batches of at most 8, labelled
     assert [len(b["labels"]) for b in seen[0]] == [8, 8, 4] and all("input_ids" in b for b in seen[0])
     for step, child in children.items():

@@ -8,7 +8,7 @@ import pytest
 from nluforge.core.errors import UserError
 
 STEPS = {"groupwise": {"bits": 3, "group_size": 16}, "magnitude": {"sparsity": 0.5},
-         "structured": {"heads": 0.5, "neurons": 0.5}}
+         "structured": {"heads": 0.5, "neurons": 0.5}, "random_masks": {"sparsity": 0.5, "candidates": 2}}
 # methods whose served model is a plain Hugging Face encoder with nn.Linear projections (merged peft too)
 STRUCTURED = {"full", "bitfit", "lora", "ia3", "adalora", "linear_probe", "setfit"}
 

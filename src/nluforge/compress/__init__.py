@@ -53,6 +53,14 @@ COMPRESSORS.register(
           "arXiv:2204.09656); head masks as in Michel et al. 2019 (NeurIPS)",
     impl="nluforge.compress.structured.prune",
 )
+COMPRESSORS.register(
+    "random_masks", "nluforge.compress.random_masks.config:RandomMasksConfig",
+    summary="random unstructured masks at a target sparsity, the best of N by calibration loss (a baseline "
+            "for magnitude), stored as bitmask + values",
+    paper="Liu et al. 2022, The Unreasonable Effectiveness of Random Pruning (ICLR, arXiv:2202.02643); Gale "
+          "et al. 2019, The State of Sparsity in Deep Neural Networks (arXiv:1902.09574)",
+    impl="nluforge.compress.random_masks.prune",
+)
 
 
 def compress_config(name: str, options: dict[str, Any] | None = None):

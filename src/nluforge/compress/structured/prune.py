@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nluforge.compress.calibration import forward, task_loss
 from nluforge.compress.structured.config import StructuredConfig
 from nluforge.compress.targets import fill_others, servable_form
 from nluforge.core.errors import UserError
@@ -111,13 +111,6 @@ def blocks(model: nn.Module) -> list[_Block]:
     return [_Block(layer, arch, f"{arch.base}.{arch.layers}.{i}") for i, layer in enumerate(layers)]
 
 
-def _loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The summed (not averaged) task loss, so each example's gradient is its own."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction="sum")
-    return F.cross_entropy(logits, labels, reduction="sum")
-
-
 def fisher_scores(model: nn.Module, layers: list[_Block], calibration) -> tuple[list[torch.Tensor], ...]:
     """Per layer, (heads,) and (neurons,) Fisher scores ``sum_i (dL_i/dm)^2`` over the calibration batches.
 
@@ -148,8 +141,7 @@ def fisher_scores(model: nn.Module, layers: list[_Block], calibration) -> tuple[
             n = batch["input_ids"].shape[0]
             masks["heads"] = [torch.ones(n, 1, b.heads, requires_grad=True) for b in layers]
             masks["neurons"] = [torch.ones(n, 1, b.neurons, requires_grad=True) for b in layers]
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            loss = _loss_sum(model(**inputs).logits, batch["labels"])
+            loss = task_loss(forward(model, batch), batch["labels"])  # summed: each example its own gradient
             grads = torch.autograd.grad(loss, [*masks["heads"], *masks["neurons"]])
             for i in range(len(layers)):
                 head_scores[i] += grads[i].pow(2).sum(dim=(0, 1))
