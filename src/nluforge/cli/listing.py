@@ -1,4 +1,4 @@
-"""``nluforge tasks`` and ``nluforge methods``: what is registered, one line each."""
+"""``nluforge tasks``, ``nluforge methods`` and ``nluforge compressors``: what is registered, one line each."""
 
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def methods() -> None:
         table.add_row(entry.name, entry.meta["paper"], entry.summary, f"{entry.meta['default_lr']:g}")
     Console().print(table)
     typer.echo("options: `nluforge train --method NAME -p key=value`; see README for each method's keys")
+
+
+@app.command()
+def compressors() -> None:
+    """List the compressors with their papers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nluforge.compress import COMPRESSORS
+
+    table = Table("compressor", "paper", "summary", box=None)
+    for entry in COMPRESSORS.entries():
+        table.add_row(entry.name, entry.meta["paper"], entry.summary)
+    Console().print(table)
+    typer.echo("options: `nluforge compress RUN --method NAME -p key=value`, or a run's `compress:` steps")

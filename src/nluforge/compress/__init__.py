@@ -2,7 +2,8 @@
 
 Each compressor is a sub-package with the same file roles: ``config.py`` (its dataclass, importable
 without torch, so a bad step fails before any model loads) and ``quantize.py`` (or ``prune.py``, ...)
-with ``compress(model, cfg)``, ``save(model, cfg, folder)`` and ``load(folder, model)``. Compressed
+with ``compress(model, cfg)`` (``compress(model, cfg, calibration=batches)`` for a config whose
+``CALIBRATION`` is true), ``save(model, cfg, folder)`` and ``load(folder, model)``. Compressed
 models are stored without pickle (safetensors plus a JSON manifest) and rebuilt on load.
 
 A compressed model is a *derived run* (see ``nluforge.experiments.derived``): its own run directory,
@@ -19,7 +20,7 @@ from typing import Any
 from nluforge.core.errors import UserError
 from nluforge.core.registry import Registry
 
-COMPRESSORS: Registry[Any] = Registry("compressor", hint="see `nluforge compress --help`; known: int8_dynamic")
+COMPRESSORS: Registry[Any] = Registry("compressor")  # unknown name: lists the known ones
 MANIFEST = "compress.json"  # in a compressed model folder: which compressor, its config, its layout
 
 COMPRESSORS.register(
@@ -28,6 +29,37 @@ COMPRESSORS.register(
     paper="Zafrir et al. 2019, Q8BERT: Quantized 8Bit BERT (arXiv:1910.06188); embeddings per-row as in "
           "Shen et al. 2020, Q-BERT (AAAI)",
     impl="nluforge.compress.int8_dynamic.quantize",
+)
+COMPRESSORS.register(
+    "groupwise", "nluforge.compress.groupwise.config:GroupwiseConfig",
+    summary="2/3/4/8-bit weights (linears and embeddings), a scale and offset per group of weights, bit-packed",
+    paper="Shen et al. 2020, Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT (AAAI, "
+          "arXiv:1909.05840), group-wise quantization",
+    impl="nluforge.compress.groupwise.quantize",
+)
+COMPRESSORS.register(
+    "magnitude", "nluforge.compress.magnitude.config:MagnitudeConfig",
+    summary="unstructured pruning of the smallest-magnitude weights to a target sparsity (global or per "
+            "layer), stored as bitmask + values",
+    paper="Han et al. 2015, Learning both Weights and Connections (NeurIPS, arXiv:1506.02626); Zhu & Gupta "
+          "2017, To prune, or not to prune (arXiv:1710.01878)",
+    impl="nluforge.compress.magnitude.prune",
+)
+COMPRESSORS.register(
+    "structured", "nluforge.compress.structured.config:StructuredConfig",
+    summary="removes the least important attention heads and FFN neurons (Fisher scores on calibration "
+            "examples from the parent's train split): a smaller, faster model",
+    paper="Kwon et al. 2022, A Fast Post-Training Pruning Framework for Transformers (NeurIPS, "
+          "arXiv:2204.09656); head masks as in Michel et al. 2019 (NeurIPS)",
+    impl="nluforge.compress.structured.prune",
+)
+COMPRESSORS.register(
+    "random_masks", "nluforge.compress.random_masks.config:RandomMasksConfig",
+    summary="random unstructured masks at a target sparsity, the best of N by calibration loss (a baseline "
+            "for magnitude), stored as bitmask + values",
+    paper="Liu et al. 2022, The Unreasonable Effectiveness of Random Pruning (ICLR, arXiv:2202.02643); Gale "
+          "et al. 2019, The State of Sparsity in Deep Neural Networks (arXiv:1902.09574)",
+    impl="nluforge.compress.random_masks.prune",
 )
 
 
@@ -46,9 +78,20 @@ def _impl(cfg: Any):
     raise UserError(f"{type(cfg).__name__} is not a registered compressor config")
 
 
-def compress(model, cfg):
-    """Compress ``model`` (in place where the compressor can) and return the compressed model."""
+def needs_calibration(cfg: Any) -> bool:
+    """Whether compressor config ``cfg`` scores the model on labelled batches (``CALIBRATION``)."""
+    return bool(getattr(type(cfg), "CALIBRATION", False))
+
+
+def compress(model, cfg, calibration=None):
+    """Compress ``model`` (in place where the compressor can) and return the compressed model.
+
+    ``calibration``: labelled batches (``input_ids``, ``attention_mask``, ``labels``, ...) for compressors
+    that score the model first (:func:`needs_calibration`); the others ignore it.
+    """
     module, _ = _impl(cfg)
+    if needs_calibration(cfg):
+        return module.compress(model, cfg, calibration=calibration)
     return module.compress(model, cfg)
 
 

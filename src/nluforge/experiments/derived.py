@@ -27,6 +27,7 @@ from nluforge.experiments.state import Prepared, RunState
 
 def prepare_derived(cfg: RunConfig, parent_dir: Path) -> Prepared:
     """Validate the step, check the parent finished, load its servable model and eval data; writes nothing."""
+    from nluforge.compress import needs_calibration
     from nluforge.experiments.data import eval_split_names, load_data
     from nluforge.experiments.sections import resolve_sections
     from nluforge.experiments.servable import load_servable, read_run_result
@@ -41,7 +42,8 @@ def prepare_derived(cfg: RunConfig, parent_dir: Path) -> Prepared:
         raise UserError(f"parent run {parent_dir.name} {result.run_info.status}: {result.run_info.error}; "
                         "fix and rerun it before deriving from it")
     parent = load_servable(parent_dir)
-    spec, splits, notes = load_data(cfg, train=False)
+    # a compressor that scores the model (structured pruning) takes labelled batches from the train split
+    spec, splits, notes = load_data(cfg, train=needs_calibration(sections.compress[0].config))
     eval_split_names(cfg, spec, splits)
     return Prepared(cfg, spec, splits, parent.tokenizer, parent.model, parent.method, parent.method_cfg, notes,
                     sections=sections, parent=parent)
@@ -58,6 +60,25 @@ def prepare_parent_first(cfg: RunConfig, results_dir: Path, run_cell: Callable, 
     return prepare_derived(cfg, parent_dir)
 
 
+def calibration_batches(state: RunState, config) -> list | None:
+    """``config.calibration_examples`` labelled training examples (a seeded sample), in length-sorted
+    batches of ``config.batch_size``, for compressors that score the model first; None for the others."""
+    import random
+
+    from nluforge.compress import needs_calibration
+    from nluforge.models.inputs import collate, encode, eval_batches
+
+    if not needs_calibration(config):
+        return None
+    train, prep = state.prep.splits["train"], state.prep
+    picked = sorted(random.Random(state.cfg.seed).sample(range(len(train.texts)),
+                                                         min(config.calibration_examples, len(train.texts))))
+    enc = encode([train.texts[i] for i in picked], [train.labels[i] for i in picked], prep.tokenizer,
+                 state.cfg.data.max_length)
+    return [collate(enc, idx, prep.tokenizer.pad_token_id, regression=prep.spec.is_regression)
+            for idx in eval_batches(enc.lengths(), config.batch_size)]
+
+
 def compress_stage(state: RunState) -> None:
     import torch
 
@@ -65,7 +86,10 @@ def compress_stage(state: RunState) -> None:
 
     step = state.prep.sections.compress[0]
     t0 = time.perf_counter()
-    state.model = compress(state.model, step.config)
+    try:
+        state.model = compress(state.model, step.config, calibration=calibration_batches(state, step.config))
+    except UserError as err:  # name the combination: the compressor may not apply to this method's model
+        raise UserError(f"compress:{step.method} on a {state.cfg.method} run: {err}") from None
     state.meta["compress"] = {"method": step.method, "options": step.options(),
                               "time_s": round(time.perf_counter() - t0, 3)}
     state.device = torch.device("cpu")  # compressed models here are CPU inference models

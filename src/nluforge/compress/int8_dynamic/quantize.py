@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nluforge.compress.int8_dynamic.config import Int8DynamicConfig
+from nluforge.compress.targets import servable_form
 from nluforge.core.errors import UserError
 
 WEIGHTS = "model.safetensors"
@@ -67,17 +68,6 @@ class Int8Embedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 per-row"
-
-
-def servable_form(model: nn.Module) -> nn.Module:
-    """Merge a peft model's adapters into its base weights where peft can; otherwise keep it whole."""
-    merge = getattr(model, "merge_and_unload", None)
-    if merge is None:
-        return model
-    try:
-        return merge()
-    except (AttributeError, ValueError, TypeError, NotImplementedError):  # prompt/prefix tuning: nothing to merge
-        return model
 
 
 def _skipped(name: str, skip: list[str]) -> bool:

@@ -1,0 +1,144 @@
+"""Group-wise k-bit weight quantization of a trained encoder, stored bit-packed.
+
+Paper: Shen, Dong, Ye, Ma, Yao, Gholami, Mahoney & Keutzer 2020, "Q-BERT: Hessian Based Ultra Low
+Precision Quantization of BERT" (AAAI, arXiv:1909.05840), section 3.2 "group-wise quantization": each
+weight matrix is split into groups, each with its own quantization range, so that 2-4-bit weights keep
+most of the accuracy that one range per matrix loses.
+
+Departures from the paper:
+- Groups are runs of ``group_size`` consecutive weights of the row-major flattened tensor (as GPTQ and
+  AWQ's ``g128``), not Q-BERT's groups of output neurons per attention head; with a hidden size that
+  ``group_size`` divides, a group is a slice of one output row.
+- Asymmetric min-max ranges: a weight ``w`` of a group becomes ``q = round((w - m) / s)`` in
+  ``[0, 2^k - 1]`` and comes back as ``m + q * s``. The offset ``m`` is a float (the group's minimum,
+  rounded down to fp16), not an integer zero point, so the rounding error is at most ``s / 2`` for
+  every weight; ``s`` is rounded up to fp16 so that the group's maximum stays in range.
+- Post-training and uniform: no Hessian-based mixed precision (one ``bits`` for every tensor), no
+  quantization-aware fine-tuning, activations stay fp32.
+- Dequantized on load: the served model holds fp32 weights (CPU has no kernels for packed 2/3-bit
+  weights); the saving is on disk and in what ships, not in inference memory or speed.
+- A peft model is merged first (as in ``int8_dynamic``); biases and layer norms stay fp32.
+
+Storage: no pickle. ``model.safetensors`` holds, for each quantized weight ``name``,
+``name.qweight`` (uint8, the codes bit-packed: ``ceil(numel * bits / 8)`` bytes), ``name.scale`` and
+``name.offset`` (fp16, one per group); every other tensor as is. The manifest's layout gives each
+quantized weight's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nluforge.compress.groupwise.config import GroupwiseConfig
+from nluforge.compress.targets import fill_others, other_tensors, servable_form, weight_targets
+from nluforge.core.errors import UserError
+
+WEIGHTS = "model.safetensors"
+PACKED = "_nluforge_groupwise"  # model attribute: {weight name: (qweight, scale, offset)} until saved
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """``codes`` (N,) ints in [0, 2^bits) → (ceil(N * bits / 8),) uint8, bits little-endian per code."""
+    shifts = torch.arange(bits, dtype=torch.int32)
+    stream = ((codes.to(torch.int32)[:, None] >> shifts) & 1).flatten().to(torch.uint8)  # (N * bits,)
+    stream = torch.cat([stream, stream.new_zeros(-stream.numel() % 8)]).view(-1, 8)  # (bytes, 8)
+    return (stream << torch.arange(8, dtype=torch.uint8)).sum(dim=1, dtype=torch.int32).to(torch.uint8)
+
+
+def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack`: the first ``n`` codes, (n,) int32."""
+    stream = (packed.to(torch.int32)[:, None] >> torch.arange(8, dtype=torch.int32)) & 1  # (bytes, 8)
+    stream = stream.flatten()[: n * bits].view(n, bits)
+    return (stream << torch.arange(bits, dtype=torch.int32)).sum(dim=1, dtype=torch.int32)
+
+
+def _fp16_toward(x: torch.Tensor, direction: float) -> torch.Tensor:
+    """``x`` (fp32) in fp16, rounded toward ``direction`` (-inf: down, +inf: up)."""
+    h = x.half()
+    off = (h.float() > x) if direction < 0 else (h.float() < x)
+    return torch.where(off, torch.nextafter(h, torch.full_like(h, direction)), h)
+
+
+def quantize_tensor(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, ...]:
+    """``w`` (any shape) → (qweight packed uint8, scale (G,) fp16, offset (G,) fp16)."""
+    levels = 2**bits - 1
+    flat = w.detach().float().flatten()
+    pad = -flat.numel() % group_size
+    groups = torch.cat([flat, flat[-1:].expand(pad)]).view(-1, group_size)  # (G, g), last padded with a copy
+    offset = _fp16_toward(groups.amin(dim=1), -math.inf)  # (G,)
+    span = (groups.amax(dim=1) - offset.float()).clamp(min=2**-14 * levels)
+    scale = _fp16_toward(span / levels, math.inf)  # (G,)
+    codes = torch.round((groups - offset.float()[:, None]) / scale.float()[:, None]).clamp(0, levels)
+    return pack(codes.flatten()[: flat.numel()], bits), scale, offset
+
+
+def dequantize_tensor(qweight: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, shape: list[int],
+                      bits: int, group_size: int) -> torch.Tensor:
+    """The fp32 weights (``shape``) that :func:`quantize_tensor`'s output stands for."""
+    n = math.prod(shape)
+    codes = unpack(qweight, bits, n).float()
+    group = torch.arange(n) // group_size  # (n,)
+    return (offset.float()[group] + codes * scale.float()[group]).view(shape)
+
+
+def compress(model: nn.Module, cfg: GroupwiseConfig) -> nn.Module:
+    """Quantize every targeted weight in place (the model keeps the dequantized fp32 values)."""
+    model = servable_form(model).to("cpu").eval()
+    targets = weight_targets(model, embeddings=cfg.embeddings, skip=cfg.skip)
+    if not targets:
+        raise UserError("groupwise found no nn.Linear or nn.Embedding weight to quantize (check 'skip')")
+    packed = {}
+    with torch.no_grad():
+        for name, weight in targets.items():
+            packed[name] = quantize_tensor(weight, cfg.bits, cfg.group_size)
+            weight.copy_(dequantize_tensor(*packed[name], list(weight.shape), cfg.bits, cfg.group_size))
+    setattr(model, PACKED, packed)
+    return model
+
+
+def save(model: nn.Module, cfg: GroupwiseConfig, folder: Path) -> dict[str, Any]:
+    """Write ``model.safetensors``; return the layout (each quantized weight's shape) for the manifest."""
+    from safetensors.torch import save_file
+
+    packed = getattr(model, PACKED, None)
+    if packed is None:
+        raise UserError("groupwise: this model was not compressed by groupwise.compress; compress it first")
+    params = dict(model.named_parameters(remove_duplicate=False))
+    done = {name: params[name] for name in packed}
+    tensors = dict(other_tensors(model, done))
+    for name, (qweight, scale, offset) in packed.items():
+        tensors |= {f"{name}.qweight": qweight, f"{name}.scale": scale, f"{name}.offset": offset}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / WEIGHTS),
+              metadata={"format": "nluforge-groupwise"})
+    return {"quantized": {name: list(params[name].shape) for name in packed}}
+
+
+def load(folder: Path, model: nn.Module, cfg: GroupwiseConfig, layout: dict[str, Any]) -> nn.Module:
+    """Rebuild the compressed model on ``model`` (the uncompressed structure) from ``folder``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / WEIGHTS))
+    model = servable_form(model).to("cpu").eval()
+    params = dict(model.named_parameters(remove_duplicate=False))
+    packed, done = {}, {}
+    try:
+        for name, shape in layout["quantized"].items():
+            if list(params[name].shape) != shape:
+                raise KeyError(f"{name} is {tuple(params[name].shape)} here but {tuple(shape)} in the file")
+            packed[name] = tuple(tensors.pop(f"{name}.{part}") for part in ("qweight", "scale", "offset"))
+            done[name] = params[name]
+    except KeyError as err:
+        raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
+                        "run") from None
+    fill_others(model, done, tensors, str(folder / WEIGHTS))
+    with torch.no_grad():
+        for name, parts in packed.items():
+            done[name].copy_(dequantize_tensor(*parts, layout["quantized"][name], cfg.bits, cfg.group_size))
+    setattr(model, PACKED, packed)
+    return model

@@ -1,0 +1,1 @@
+"""``magnitude``: unstructured magnitude pruning to a target sparsity, stored sparse (see ``prune.py``)."""

@@ -1,0 +1,1 @@
+"""``random_masks``: the best of several random unstructured masks at a target sparsity (see ``prune.py``)."""
