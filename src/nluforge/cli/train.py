@@ -68,6 +68,10 @@ def train(
                    f"[{child.run_info.status}{': ' + child.run_info.error if child.run_info.error else ''}]")
 
 
+def _fmt(values: dict) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+
+
 def _print_result(result, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -77,8 +81,11 @@ def _print_result(result, run_dir: Path) -> None:
     table.add_column("metrics")
     for stage, by_split in result.metrics.items():  # "trained"; prompt_based distill adds "pet_ensemble"
         for split, values in by_split.items():
-            name = split if stage == "trained" else f"{split} ({stage})"
-            table.add_row(name, "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+            if stage == "baselines":  # one more level: baseline name → metrics (frozen base encoder)
+                for name, scores in values.items():
+                    table.add_row(f"{split} ({name}, frozen embeddings)", _fmt(scores))
+                continue
+            table.add_row(split if stage == "trained" else f"{split} ({stage})", _fmt(values))
     console = Console()
     console.print(table)
     c = result.cost

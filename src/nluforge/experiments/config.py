@@ -107,6 +107,10 @@ class EvalConfig:
     latency: bool = True  # measure eval latency at batch 1 and 32
     latency_examples: int = 64
     save_predictions: bool = True
+    # Frozen-embedding baselines (logreg, cosine kNN, zero-shot cosine for pair regression) of the base
+    # encoder on the run's training subset, in metrics["baselines"]; computed once per task and cached
+    # under <results dir>/.baselines/ (experiments/baselines.py). Off: no baseline rows in the report.
+    baselines: bool = True
 
 
 @dataclass
@@ -181,10 +185,13 @@ class RunConfig:
     def hash8(self) -> str:
         """Content hash of the resolved config: same config, same run directory.
 
-        An unset ``privacy`` section is left out, so run ids from before it existed stay valid."""
+        An unset ``privacy`` section and ``eval.baselines`` at its default (true) are left out, so run
+        ids from before they existed stay valid."""
         data = self.to_dict()
         if not self.privacy.is_set():
             del data["privacy"]
+        if self.eval.baselines:
+            del data["eval"]["baselines"]
         blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

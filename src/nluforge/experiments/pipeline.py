@@ -1,7 +1,7 @@
 """One cell of an experiment, as a visible list of named stages over one :class:`RunState`.
 
     prepare:  load → adapt                          (validates everything, writes nothing)
-    execute:  train → [distill] → save → evaluate → [attack] → [audit] → measure
+    execute:  train → [distill] → save → evaluate → [baselines] → [attack] → [audit] → measure
     derived:  load (the parent's servable model) → compress → save → evaluate → [attack] → [audit] → measure
 
 :func:`prepare` does everything that can fail because of the user's input and writes nothing: it first
@@ -141,6 +141,13 @@ def _evaluate(state: RunState) -> None:
     state.metrics["trained"] = evaluate(state.prep, state.model, state.encoded, state.names, state.run_dir)
 
 
+def _baselines(state: RunState) -> None:
+    """Frozen-embedding baselines of the base encoder on the run's training subset (cached per task)."""
+    from nluforge.experiments.baselines import baselines_stage
+
+    baselines_stage(state)
+
+
 def _has(kind: str) -> Callable[[RunState], bool]:
     return lambda state: bool(getattr(state.prep.sections, kind, None))
 
@@ -180,6 +187,7 @@ TRAINED: tuple[Stage, ...] = (
     Stage("distill", _distill, _distills, all_ranks=True),
     Stage("save", _save),
     Stage("evaluate", _evaluate),
+    Stage("baselines", _baselines, lambda state: state.cfg.eval.baselines),
     _ATTACK,
     _AUDIT,
     Stage("measure", _measure),

@@ -4,7 +4,11 @@
 
     {"trained": {"validation": {"accuracy": 0.87, "f1": 0.9}, "advglue": {"accuracy": 0.41}},
      "compressed": {...}, "attacked": {"validation": {"robust_accuracy": 0.3, "attack_success_rate": 0.6}},
-     "audited": {"train": {"epsilon": 3.1, "mia_auc": 0.52}}}
+     "audited": {"train": {"epsilon": 3.1, "mia_auc": 0.52}},
+     "baselines": {"validation": {"logreg": {"accuracy": 0.8}, "knn": {"accuracy": 0.76}}}}
+
+``baselines`` (frozen-embedding baselines of the base encoder) has one more level: split, then
+baseline name, then metric.
 
 Metric values are fractions in [0, 1] (accuracy, F1, MCC, correlations), never percentages.
 Bump ``SCHEMA_VERSION`` when a field changes meaning; readers accept older versions they know.
