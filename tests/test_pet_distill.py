@@ -210,7 +210,8 @@ def check_distilled_run(run_dir: Path, result: dict) -> None:
 
     assert result["run_info"]["status"] == "completed", result["run_info"]["error"]
     metrics = result["metrics"]
-    assert set(metrics) == {"trained", "pet_ensemble"}
+    assert set(metrics) == {"trained", "pet_ensemble", "baselines"}  # baselines: the frozen base encoder's
+    assert set(metrics["baselines"]["validation"]) == {"logreg", "knn"}
     assert set(metrics["trained"]["validation"]) == set(metrics["pet_ensemble"]["validation"]) == {"accuracy"}
     files = {p.name for p in (run_dir / "model").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= files

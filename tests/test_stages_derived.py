@@ -284,7 +284,7 @@ def test_run_cell_with_steps_trains_once_derives_each_and_runs_attack_stages(tmp
     for r in found.values():
         acc = r.metrics["trained"]["validation"]["accuracy"]
         assert r.metrics["attacked"]["validation"]["robust_accuracy"] == pytest.approx(1 - acc)
-    assert stages_seen[:5] == ["load", "train", "save", "evaluate", "attack"]
+    assert stages_seen[:6] == ["load", "train", "save", "evaluate", "baselines", "attack"]
     assert ["compress", "save", "evaluate", "attack", "measure"] == stages_seen[-6:-1]
 
 
@@ -357,7 +357,8 @@ def test_torchrun_two_processes_write_one_run(tmp_path, tiny_model_dir, glue_dir
            "--set", "compress=[{method: int8_dynamic}]"]  # the derived run: main process only, no hang
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = {p.name: json.loads((p / "result.json").read_text()) for p in out.iterdir() if p.is_dir()}
+    results = {p.name: json.loads((p / "result.json").read_text()) for p in out.iterdir()
+               if p.is_dir() and not p.name.startswith(".")}  # .baselines: the baselines cache
     runs = [out / name for name, r in results.items() if r["run_info"]["parent"] is None]
     assert len(runs) == 1 and len(results) == 2  # one trained run, one derived run
     assert not (runs[0] / "checkpoints").exists()  # no rank wrote into it after the main one cleaned up
@@ -365,6 +366,7 @@ def test_torchrun_two_processes_write_one_run(tmp_path, tiny_model_dir, glue_dir
     result = results[runs[0].name]
     assert result["run_info"]["status"] == "completed"
     assert result["cost"]["train_examples"] == 4 * 16 * 2  # both processes trained, each on its own batches
+    assert set(result["metrics"]["baselines"]["validation"]) == {"logreg", "knn"}  # the main process's stage
 
 
 def test_a_run_from_before_the_pooling_option_reloads_with_the_cls_pooler(tmp_path):
