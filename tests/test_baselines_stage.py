@@ -139,3 +139,22 @@ def test_report_shows_the_embedding_baselines_beside_the_variants(tmp_path, base
     row = next(line for line in text.splitlines() if line.startswith("| logreg (embeddings)"))
     assert f"{100 * logreg:.1f}" in row
     assert any(line.startswith("| knn (embeddings)") for line in text.splitlines())
+
+
+def test_report_keeps_the_baselines_of_each_training_regime_apart(tmp_path, base):
+    from nluforge.report import load_report
+    from nluforge.report.format import flags
+
+    results = tmp_path / "results"
+    full = _completed(run_cell(resolve(base), results))
+    few = _completed(run_cell(resolve(base, {"data": {"k_shot": 4}}), results))
+    task = load_report(results).tasks[0]
+    rows = {b.label: b for b in task.baselines if b.kind == "embedding"}
+    assert sorted(rows) == ["knn (embeddings, 4-shot)", "knn (embeddings, all training data)",
+                            "logreg (embeddings, 4-shot)", "logreg (embeddings, all training data)"]
+    for name, run in (("4-shot", few), ("all training data", full)):  # not averaged across regimes
+        assert rows[f"logreg (embeddings, {name})"].score("accuracy") == run.metrics["baselines"]["validation"]["logreg"]["accuracy"]
+    variant = next(r for r in task.rows if "4-shot" in r.label)
+    assert [b.label for b in task.baselines if b.kind == "embedding" and b.applies_to(variant)] == [
+        "knn (embeddings, 4-shot)", "logreg (embeddings, 4-shot)"]
+    assert not any("all training data" in flag for flag in flags(task, variant))

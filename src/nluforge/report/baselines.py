@@ -5,7 +5,9 @@ The majority-class baseline predicts the most frequent label of the evaluation d
 whose Pearson and Spearman correlations are 0 (as ``tasks.metrics`` scores a constant input). Its
 interval is bootstrapped over the same examples as the variants, so the paired tests apply to it too.
 Embedding baselines (``metrics["baselines"][split][name]``, e.g. a logistic regression on frozen
-sentence embeddings) come without predictions: they are shown as numbers, averaged over runs.
+sentence embeddings) come without predictions: they are shown as numbers, averaged over runs. They are
+fitted on each run's own training subset, so runs of different data regimes (16-shot, n=2000, the whole
+split) give separate rows, and a variant is compared only with the rows of its own regime.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ import numpy as np
 from nluforge.report.collect import RunRecord
 from nluforge.report.metrics import dev_splits, split_of, with_suffix
 from nluforge.report.stats import METRICS, REGRESSION, Eval, bootstrap
-from nluforge.report.tables import Stat
+from nluforge.report.tables import Stat, VariantRow
+from nluforge.report.variants import training_data
 
 
 @dataclass
 class BaselineRow:
     """A reference row of a task's table: not a variant, never recommended."""
 
-    label: str  # "majority class (1)", "constant mean", "logreg (embeddings)"
+    label: str  # "majority class (1)", "constant mean", "logreg (embeddings)", "logreg (embeddings, 16-shot)"
     kind: str  # "majority" | "embedding"
     metrics: dict[str, Stat] = field(default_factory=dict)
+    training_data: str | None = None  # embedding rows: the regime they were fitted on (None: whole split)
+
+    def applies_to(self, row: VariantRow) -> bool:
+        """Whether ``row`` is compared with this baseline: the same training data (any, for majority)."""
+        return self.kind != "embedding" or training_data(row.config) == self.training_data
 
     def stat(self, metric: str | None) -> Stat | None:
         return self.metrics.get(metric or "")
@@ -68,22 +76,27 @@ def majority(runs: list[RunRecord], metric_names: list[str], regression: bool) -
 
 
 def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
-    """Rows for the ``metrics["baselines"]`` entries of the runs, averaged over the runs that have them
-    (no interval: they come without predictions)."""
-    values: dict[str, dict[str, list[float]]] = {}
+    """Rows for the ``metrics["baselines"]`` entries of the runs, per baseline and training-data regime,
+    averaged over the runs that have them (no interval: they come without predictions). The regime is
+    named in the label only when the runs have several."""
+    values: dict[tuple[str, str | None], dict[str, list[float]]] = {}
     for run in runs:
+        regime = training_data(run.config)
         for split, suffix in dev_splits(run.baselines):
             for name, scores in (run.baselines[split] or {}).items():
                 for metric, value in (scores or {}).items() if isinstance(scores, dict) else ():
                     if isinstance(value, int | float) and not isinstance(value, bool):
-                        values.setdefault(name, {}).setdefault(with_suffix(metric, suffix), []).append(value)
+                        by = values.setdefault((name, regime), {})
+                        by.setdefault(with_suffix(metric, suffix), []).append(value)
+    several = len({regime for _, regime in values}) > 1
     return [
         BaselineRow(
-            f"{name} (embeddings)",
+            f"{name} (embeddings{', ' + (regime or 'all training data') if several else ''})",
             "embedding",
             {m: Stat(sum(v) / len(v), None, len(v)) for m, v in by.items()},
+            regime,
         )
-        for name, by in sorted(values.items())
+        for (name, regime), by in sorted(values.items(), key=lambda item: (item[0][1] or "", item[0][0]))
     ]
 
 

@@ -116,7 +116,7 @@ def flags(task: TaskReport, row: VariantRow) -> list[str]:
         out.append("not above the majority baseline")
     score, stat = row.score(task.primary), row.stat(task.primary)
     for base in task.baselines:
-        ref = base.score(task.primary) if base.kind == "embedding" else None
+        ref = base.score(task.primary) if base.kind == "embedding" and base.applies_to(row) else None
         if ref is not None and score is not None and (stat.lo if stat.lo is not None else score) <= ref:
             out.append(f"not clearly above the {base.label} baseline ({100 * ref:.1f})")
     return out + row.flags

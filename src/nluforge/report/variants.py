@@ -26,6 +26,7 @@ RUN_ONLY_FIELDS = (
     "data.data_dir",
     "eval.advglue_file",
     "eval.save_predictions",
+    "eval.baselines",
     "eval.latency_examples",
     "train.log_every",
     "train.checkpoint_every",
@@ -77,14 +78,21 @@ def _step(step: Mapping[str, Any]) -> str:
     return _call(name, {k: v for k, v in step.items() if k != key}, sep="")
 
 
+def training_data(config: Mapping[str, Any]) -> str | None:
+    """The data regime a run trained on: ``16-shot``, ``n=2000``, or None for the whole training split."""
+    data = config.get("data") or {}
+    if data.get("k_shot"):
+        return f"{data['k_shot']}-shot"
+    if data.get("max_train_samples"):
+        return f"n={data['max_train_samples']}"
+    return None
+
+
 def variant_label(config: Mapping[str, Any]) -> str:
     """A short human label for a variant (see the module docstring)."""
     parts = [_call(str(config.get("method", "?")), config.get("method_params"))]
-    data = config.get("data") or {}
-    if data.get("k_shot"):
-        parts.append(f"{data['k_shot']}-shot")
-    elif data.get("max_train_samples"):
-        parts.append(f"n={data['max_train_samples']}")
+    if (regime := training_data(config)) is not None:
+        parts.append(regime)
     optimizer = config.get("optimizer")
     if optimizer and optimizer != DEFAULT_OPTIMIZER:
         parts.append(_call(str(optimizer), config.get("optimizer_params")))
