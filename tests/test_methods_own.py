@@ -365,7 +365,7 @@ def train_sst2(method: str, glue_dir, tmp_path):
     cfg = resolve({"task": "sst2", "model": "default", "method": method, "method_params": params,
                    "data": {"data_dir": str(glue_dir), "max_train_samples": 1500, "max_length": 64},
                    "train": {"epochs": 1, "lr": lr, "num_threads": 1},
-                   "eval": {"advglue": False, "latency": False, "save_predictions": False}})
+                   "eval": {"advglue": False, "latency": False, "save_predictions": False, "baselines": False}})
     result = run_cell(cfg, tmp_path)
     assert result.run_info.status == "completed", result.run_info.error
     return cfg, result

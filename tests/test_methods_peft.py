@@ -315,7 +315,7 @@ def test_learns_sst2_on_the_default_model(name, glue_dir, sst2_majority, tmp_pat
     cfg = resolve({"task": "sst2", "model": "default", "method": name, "method_params": params,
                    "data": {"data_dir": str(glue_dir), "max_train_samples": n_train, "max_length": 64},
                    "train": {"epochs": 1, "lr": lr, "batch_size": batch_size, "num_threads": 1},
-                   "eval": {"advglue": False, "latency": False, "save_predictions": False}})
+                   "eval": {"advglue": False, "latency": False, "save_predictions": False, "baselines": False}})
     result = run_cell(cfg, tmp_path)
     assert result.run_info.status == "completed", result.run_info.error
     accuracy = result.metrics["trained"]["validation"]["accuracy"]

@@ -142,7 +142,7 @@ def test_learns_sst2_on_the_default_model(glue_dir, tmp_path):
     cfg = resolve({"task": "sst2", "model": "default", "method": "prefix_tuning",
                    "data": {"data_dir": str(glue_dir), "max_train_samples": 1500, "max_length": 64},
                    "train": {"epochs": 1, "lr": 3e-2, "batch_size": 32, "num_threads": 1},
-                   "eval": {"advglue": False, "latency": False, "save_predictions": False}})
+                   "eval": {"advglue": False, "latency": False, "save_predictions": False, "baselines": False}})
     result = run_cell(cfg, tmp_path)
     assert result.run_info.status == "completed", result.run_info.error
     accuracy = result.metrics["trained"]["validation"]["accuracy"]
