@@ -109,10 +109,9 @@ def task_findings(task: TaskReport) -> list[str]:
     if degenerate and len(degenerate) == len(task.rows):
         ref = f" (the majority baseline scores {_pct(majority.mean)} {metric})" if majority else ""
         out.append(f"On {task.task}, every variant {degenerate[0].degenerate}{ref}: nothing was learned.")
-    elif degenerate:
-        out.append(
-            f"On {task.task}, {len(degenerate)} of {len(task.rows)} variants {degenerate[0].degenerate}."
-        )
+    elif degenerate:  # "predicts one class" → "predict one class" after a plural subject
+        verb = degenerate[0].degenerate.replace("predicts", "predict" if len(degenerate) > 1 else "predicts", 1)
+        out.append(f"On {task.task}, {len(degenerate)} of {len(task.rows)} variants {verb}.")
     if sig is None:
         return out
     tested = [k for k, p in sig.adjusted_baseline.items() if p is not None]
