@@ -206,3 +206,18 @@ def test_cli_rejects_a_bad_alpha_in_one_line(tmp_path):
     proc = nluforge("report", str(NOISE / "clear"), "--alpha", "2", "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: significance level must be in")
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_overview_matches_a_variant_across_tasks_with_different_training_caps():
+    from types import SimpleNamespace as NS
+
+    from nluforge.report.overview import _row_key
+
+    def task(*labels):
+        return NS(rows=[NS(label=label) for label in labels])
+
+    key = _row_key([task("full · n=2000", "lora · n=2000"), task("full · n=500", "lora · n=500")])
+    assert key("full · n=2000") == key("full · n=500") == "full"
+    # two sizes of one method in a task stay apart
+    key = _row_key([task("full · n=2000", "full · n=500"), task("full · n=500")])
+    assert key("full · n=2000") != key("full · n=500")

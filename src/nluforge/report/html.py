@@ -57,7 +57,8 @@ tr:hover td { background: #fbfcfd; }
 td.error { color: var(--bad); white-space: pre-wrap; max-width: 60ch; }
 tr.baseline td { color: var(--muted); font-style: italic; background: var(--soft); }
 tr.degenerate td { color: var(--bad); }
-td.notes { color: var(--muted); font-size: 12px; max-width: 40ch; }
+td.notes { color: var(--muted); font-size: 12px; min-width: 32ch; max-width: 48ch; }
+td:first-child { white-space: nowrap; }
 .noise { color: var(--muted); }
 .findings { border-left: 4px solid var(--accent); padding: .3rem 1rem; margin: 1rem 0; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 1rem; }

@@ -12,6 +12,7 @@ none when a task has no per-example predictions.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,12 +59,13 @@ def _average(stats: list[Stat]) -> Stat:
 def overview(tasks: list[TaskReport]) -> Overview:
     """The cross-task table (see the module docstring)."""
     columns = [(t.task, display_name(t.primary) if t.primary else "—") for t in tasks]
-    labels = list(dict.fromkeys(r.label for t in tasks for r in t.rows))
+    key = _row_key(tasks)
+    labels = list(dict.fromkeys(key(r.label) for t in tasks for r in t.rows))
     rows = []
     for label in labels:
         cells, notes = {}, []
         for t in tasks:
-            row = next((r for r in t.rows if r.label == label), None)
+            row = next((r for r in t.rows if key(r.label) == label), None)
             cells[t.task] = row.stat(t.primary) if row else None
             if row and row.degenerate:
                 notes.append(f"{row.degenerate} on {t.task}")
@@ -80,6 +82,20 @@ def overview(tasks: list[TaskReport]) -> Overview:
         avg = _average(scored) if len(scored) == len(tasks) else None
         rows.insert(0, OverviewRow("majority-class baseline", base_cells, avg, baseline=True))
     return Overview(columns, rows)
+
+
+_SUBSET = re.compile(r" · n=\d+")
+
+
+def _row_key(tasks: list[TaskReport]):
+    """How a variant is matched across tasks: by its label, less the training-subset size when every task
+    has one size per variant (the main job caps each task differently: full · n=2000 on SST-2 and
+    full · n=500 on RTE are one row)."""
+    for t in tasks:
+        stripped = [_SUBSET.sub("", r.label) for r in t.rows]
+        if len(set(stripped)) < len(stripped):
+            return lambda label: label
+    return lambda label: _SUBSET.sub("", label)
 
 
 def _majority(task: TaskReport) -> Stat | None:
