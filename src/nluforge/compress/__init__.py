@@ -89,10 +89,13 @@ def compress(model, cfg, calibration=None):
     ``calibration``: labelled batches (``input_ids``, ``attention_mask``, ``labels``, ...) for compressors
     that score the model first (:func:`needs_calibration`); the others ignore it.
     """
-    module, _ = _impl(cfg)
-    if needs_calibration(cfg):
-        return module.compress(model, cfg, calibration=calibration)
-    return module.compress(model, cfg)
+    module, name = _impl(cfg)
+    if not needs_calibration(cfg):
+        return module.compress(model, cfg)
+    if not calibration:
+        raise UserError(f"{name} needs labelled calibration batches to score the model; run it as a derived run "
+                        f"(`nluforge compress RUN --method {name}`), which takes them from the parent's train split")
+    return module.compress(model, cfg, calibration=calibration)
 
 
 def save_compressed(model, cfg, folder: str | Path) -> None:

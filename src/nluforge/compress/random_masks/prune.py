@@ -48,10 +48,6 @@ def random_masks(targets: dict[str, nn.Parameter], sparsity: float, seed: int) -
 
 def compress(model: nn.Module, cfg: RandomMasksConfig, calibration=None) -> nn.Module:
     """Draw ``cfg.candidates`` masks, score each on ``calibration`` (labelled batches), apply the best."""
-    if not calibration:
-        raise UserError("random_masks needs labelled calibration batches to choose among its masks; run it as "
-                        "a derived run (`nluforge compress RUN --method random_masks`), which takes them from "
-                        "the parent's train split")
     model = servable_form(model).to("cpu").eval()
     targets = weight_targets(model, embeddings=cfg.embeddings, skip=cfg.skip)
     if not targets:

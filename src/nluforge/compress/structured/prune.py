@@ -174,10 +174,6 @@ def keep_most_important(scores: list[torch.Tensor], fraction: float) -> list[lis
 
 def compress(model: nn.Module, cfg: StructuredConfig, calibration=None) -> nn.Module:
     """Score heads and neurons on ``calibration`` (labelled batches), then remove the least important."""
-    if not calibration:
-        raise UserError("structured pruning needs labelled calibration batches to score heads and neurons; run "
-                        "it as a derived run (`nluforge compress RUN --method structured`), which takes them "
-                        "from the parent's train split")
     model = servable_form(model).to("cpu").eval()
     layers = blocks(model)
     head_scores, neuron_scores = fisher_scores(model, layers, calibration)
