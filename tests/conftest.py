@@ -40,6 +40,29 @@ def advglue_file() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sst2_run(glue_dir, tmp_path_factory):
+    """The one real training of a test session: `default` fully fine-tuned on 2,000 seeded SST-2
+    examples for one epoch (about a minute on 2 cores), evaluated on SST-2 dev and AdvGLUE-SST-2.
+
+    Compress, attack, distill and audit tests reuse it as a parent, read-only: a test that writes
+    derived runs copies the run directory into its own ``tmp_path`` first (``shutil.copytree``), so
+    tests never see each other's children. Returns ``(results_dir, result)``; the run lives in
+    ``results_dir / result.run_info.id``.
+    """
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import run_cell
+
+    results = tmp_path_factory.mktemp("sst2_run")
+    cfg = resolve({"task": "sst2", "model": "default", "method": "full", "seed": 42,
+                   "data": {"data_dir": str(glue_dir), "max_train_samples": 2000},
+                   "train": {"epochs": 1, "checkpoint_every": None},
+                   "eval": {"latency": False}})
+    result = run_cell(cfg, results)
+    assert result.run_info.status == "completed", result.run_info.error
+    return results, result
+
+
+@pytest.fixture(scope="session")
 def default_model_path() -> Path:
     from nluforge.models.loading import default_model_path as path
 

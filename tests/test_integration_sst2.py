@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nluforge.experiments.config import resolve
-from nluforge.experiments.pipeline import run_cell
-
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_full_finetune_on_2000_sst2_examples_beats_76_percent(glue_dir, tmp_path):
-    cfg = resolve({"task": "sst2", "model": "default", "method": "full", "seed": 42,
-                   "data": {"data_dir": str(glue_dir), "max_train_samples": 2000},
-                   "train": {"epochs": 1, "checkpoint_every": None},
-                   "eval": {"latency": False}})
-    result = run_cell(cfg, tmp_path)
-    assert result.run_info.status == "completed", result.run_info.error
+def test_full_finetune_on_2000_sst2_examples_beats_76_percent(sst2_run):
+    _, result = sst2_run  # the session's one real training (tests/conftest.py)
     acc = result.metrics["trained"]["validation"]["accuracy"]
     assert acc >= 0.76, f"SST-2 dev accuracy {acc:.4f} after 2,000 examples"
     adv = result.metrics["trained"]["advglue_sst2"]["accuracy"]  # AdvGLUE found beside the GLUE folder
