@@ -1,7 +1,9 @@
 """``nluforge bench [GRID.yaml]``: train, measure and compare every cell of a grid, then report.
 
-With no GRID it runs the built-in default grid (the ``default`` model on SST-2, RTE and MRPC with
-five adaptation methods, sized to finish within ~15 minutes on a 2-core CPU). Finished cells are
+With no GRID it runs the built-in default grid (the ``default`` model on SST-2, QNLI and STS-B with
+four adaptation methods and an int8 child each). Before anything runs, each trained cell's throughput
+is calibrated on this machine (cached in RESULTS_DIR/.calibration); ``--dry-run`` prints the measured
+estimate and ``--time-budget`` sizes each task's training subset to fit. Finished cells are
 skipped, so rerunning the same command resumes an interrupted bench. Exit status: 0 when every cell
 completed, 1 when some cell failed (its error is in its result.json), 2 for a user error.
 """
