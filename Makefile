@@ -12,6 +12,8 @@ LATEST := .venv-latest
 # A local GLUE folder (classic TSV layout). Default: $NLUFORGE_DATA_DIR, else ../shared/data/glue if present.
 DATA_DIR ?= $(or $(NLUFORGE_DATA_DIR),$(wildcard ../shared/data/glue))
 RESULTS ?= results/demo
+# The main job's wall-time budget for its cells: `nluforge bench --time-budget` sizes the training subsets to it.
+BUDGET ?= 10m
 PYTEST_ARGS ?=
 # pip's stderr goes to a log, shown (without the harmless "location is ignored" warnings of this machine's
 # pip config) only when the install fails, so a failed install still stops make.
@@ -30,7 +32,7 @@ $(STAMP): $(LOCK) pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/nluforge bench --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+	$(BIN)/nluforge bench --time-budget $(BUDGET) --results-dir $(RESULTS) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 # Chromium renders the HTML report in tests/test_report_render.py (Debian's package; needs root).
 browser:

@@ -6,6 +6,7 @@ decides *what* runs lives here, so it can be tested and reused without a termina
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from nluforge.core.config import merge, overrides_to_dict
 from nluforge.core.errors import UserError
+from nluforge.experiments.calibrate import Calibration, calibrate
 from nluforge.experiments.cells import State, cell_state
 from nluforge.experiments.grid import Cell, Grid, load_grid
 
@@ -69,19 +71,27 @@ def check_data(cells: list[Cell]) -> None:
 
 
 # ---- plan and time estimate -----------------------------------------------------------------------
+#
+# Every figure comes from the calibration (nluforge.experiments.calibrate): throughput measured on this
+# machine for each trained cell of the grid. What a cell does, and what each part costs:
+#   trained:  setup + train examples / train_eps + model selection evals + evaluation splits / eval_eps
+#             + latency + save [+ the task's frozen-embedding baselines, once per task and training subset]
+#   derived:  setup (loading the parent) + compress + evaluation splits / the child's eval_eps + latency + save
 
 
 @dataclass
 class PlanRow:
     cell: Cell
     state: State
-    estimate_s: float  # rough seconds this cell takes (0 for cells that will not run)
+    estimate_s: float  # seconds this cell should take (0 for cells that will not run)
+    parts: dict[str, float]  # the estimate's parts (seconds), whether or not the cell runs
 
 
 @dataclass
 class Plan:
     rows: list[PlanRow]
     source: str  # how the estimate was made, in words
+    workers: int = 1
 
     @property
     def todo(self) -> list[PlanRow]:
@@ -98,117 +108,260 @@ class Plan:
         return dict(out)
 
 
-def make_plan(cells: list[Cell], results_dir: str | Path, *, retry_failed: bool = False,
-              force: bool = False) -> Plan:
-    """Each cell's state in ``results_dir`` and a rough time estimate for the ones that will run."""
+def make_plan(cells: list[Cell], results_dir: str | Path, calibrations: dict[str, Calibration], *,
+              retry_failed: bool = False, force: bool = False) -> Plan:
+    """Each cell's state in ``results_dir`` and its estimate from ``calibrations`` (see :func:`calibrate`)."""
     states = [cell_state(results_dir, c.config) for c in cells]
     runs = [force or s == "pending" or (retry_failed and s == "failed") for s in states]
-    observed = _observed(results_dir)
-    scale = _calibration(observed)
-    rows, from_results = [], 0
-    for cell, state, run in zip(cells, states, runs, strict=True):
-        seen = observed.get(_group(cell.config.to_dict()))
-        if cell.config.step() is not None:  # a derived run: no training, its parent's model re-evaluated
-            estimate = derived_seconds(cell.config) * scale
-        elif seen:
-            from_results += run
-            estimate = seen[0] / seen[1] * train_examples(cell.config)
-        else:
-            estimate = guess_seconds(cell.config) * scale
-        rows.append(PlanRow(cell, state, estimate if run else 0.0))
-    return Plan(rows, _source(sum(runs), from_results, scale, observed))
+    estimates = estimate_cells([c.config for c in cells], calibrations, runs)
+    rows = [PlanRow(cell, state, sum(parts.values()) if run else 0.0, parts)
+            for cell, state, run, parts in zip(cells, states, runs, estimates, strict=True)]
+    measured = sum(not c.cached and c.error is None for c in calibrations.values())
+    took = sum(c.seconds for c in calibrations.values() if not c.cached)
+    source = (f"measured: calibration of {len(calibrations)} trained cell(s) on this machine "
+              f"({measured} measured now in {format_seconds(took)}, {len(calibrations) - measured} from the cache)")
+    return Plan(rows, source)
 
 
-def _source(n_run: int, from_results: int, scale: float, observed: dict) -> str:
-    guessed = n_run - from_results
-    parts = []
-    if from_results:
-        parts.append(f"{from_results} from finished results of the same task/model/method")
-    if guessed:
-        calibrated = f", scaled x{scale:.2f} to match finished results" if observed else ""
-        parts.append(f"{guessed} from a built-in guess (train examples x epochs at a per-method "
-                     f"examples/s for this kind of CPU{calibrated})")
-    return "; ".join(parts) or "nothing to run"
+def estimate_cells(configs: list[Any], calibrations: dict[str, Calibration],
+                   runs: list[bool] | None = None) -> list[dict[str, float]]:
+    """The estimate's parts for each config; the baselines go to the first running cell of each regime."""
+    runs = runs if runs is not None else [True] * len(configs)
+    regimes_done = {_regime(c) for c, run in zip(configs, runs, strict=True) if not run}
+    out = []
+    for cfg, run in zip(configs, runs, strict=True):
+        parts = cell_parts(cfg, calibrations[cfg.parent().run_id()])
+        regime = _regime(cfg)
+        if cfg.step() is None and cfg.eval.baselines and run and regime not in regimes_done:
+            regimes_done.add(regime)
+            parts["baselines"] = baseline_seconds(cfg, calibrations[cfg.parent().run_id()])
+        out.append(parts)
+    return out
 
 
-# Rough facts for the guess: GLUE train sizes, mean tokens per training example, dev + AdvGLUE sizes.
-_TRAIN_SIZE = {"sst2": 67349, "cola": 8551, "mrpc": 3668, "stsb": 5749, "qnli": 104743, "rte": 2490,
-               "wnli": 635, "qqp": 363846, "mnli": 392702}
-_TOKENS = {"sst2": 14, "cola": 11, "mrpc": 53, "stsb": 31, "qnli": 50, "rte": 70, "wnli": 38,
-           "qqp": 30, "mnli": 40}
-_EVAL_SIZE = {"sst2": 872 + 148, "cola": 1043, "mrpc": 408, "stsb": 1500, "qnli": 5463 + 148,
-              "rte": 277 + 81, "wnli": 71, "qqp": 40430 + 78, "mnli": 19647 + 283}
-_FIXED_S = 10.0  # loading, saving, latency measurement
+def _regime(cfg: Any) -> tuple[Any, ...]:
+    """What the frozen-embedding baselines' cache is keyed by (experiments/baselines.py), roughly."""
+    d = cfg.data
+    return cfg.task, cfg.model, cfg.pooling, d.max_length, d.max_train_samples, d.k_shot, d.data_dir, cfg.seed
 
 
-def train_examples(cfg: Any) -> float:
+def train_examples(cfg: Any, cal: Calibration) -> float:
     """Training examples the cell will see (examples x epochs, or steps x batch)."""
-    d, t = cfg.data, cfg.train
-    n = d.k_shot * 3 if d.k_shot else min(d.max_train_samples or 10**9, _TRAIN_SIZE.get(cfg.task, 10000))
+    t = cfg.train
     if t.max_steps:
         return float(t.max_steps * t.batch_size * t.grad_accum)
-    return n * t.epochs
+    return train_size(cfg, cal) * t.epochs
 
 
-def guess_seconds(cfg: Any) -> float:
-    """Full fine-tuning of the default model on one 2-core CPU: ~(10 + 0.7·tokens) ms per example."""
-    per_example = _per_example(cfg)
-    evals = min(_EVAL_SIZE.get(cfg.task, 1000), (cfg.data.max_eval_samples or 10**9) + 300)
-    return train_examples(cfg) * per_example + evals * per_example / 3 + _FIXED_S
+def train_size(cfg: Any, cal: Calibration) -> int:
+    d = cfg.data
+    if d.k_shot:
+        return min(d.k_shot * cal.num_labels, cal.train_size)
+    return min(d.max_train_samples or cal.train_size, cal.train_size)
 
 
-def _relative_speed(method: str) -> float:
-    """The method's training speed relative to full fine-tuning, from its registry entry (1.0 if unknown)."""
-    from nluforge.methods import METHODS
-
-    try:
-        return METHODS.entry(method).meta.get("relative_speed", 1.0)
-    except UserError:
-        return 1.0
-
-
-def derived_seconds(cfg: Any) -> float:
-    """A derived (compressed) run: load, compress, evaluate and measure; no training."""
-    return guess_seconds(cfg) - train_examples(cfg) * _per_example(cfg)
-
-
-def _per_example(cfg: Any) -> float:
-    tokens = min(_TOKENS.get(cfg.task, 40), cfg.data.max_length)
-    return (0.010 + 0.0007 * tokens) / _relative_speed(cfg.method)
-
-
-def _group(config: dict[str, Any]) -> tuple[str, str, str]:
-    return config.get("task", ""), config.get("model", ""), config.get("method", "")
+def cell_parts(cfg: Any, cal: Calibration) -> dict[str, float]:
+    """Seconds per part of one cell (trained or derived) from its parent's calibration."""
+    evals = sum(cal.eval_sizes.values())
+    step = cfg.step()
+    if step is not None:
+        child = cal.children[f"compress:{step.get('method')}"]
+        return {"setup": cal.setup_s, "compress": child.compress_s, "eval": evals / child.eval_eps,
+                "latency": child.latency_s, "save": child.save_s}
+    t = cfg.train
+    if t.eval_every:
+        steps = math.ceil(train_examples(cfg, cal) / (t.batch_size * t.grad_accum))
+        selections = math.ceil(steps / t.eval_every)
+    else:
+        selections = t.max_steps and 1 or t.epochs
+    first = next(iter(cal.eval_sizes.values()), 0)
+    return {"setup": cal.setup_s, "train": train_examples(cfg, cal) / cal.train_eps,
+            "select": selections * first / cal.eval_eps, "eval": evals / cal.eval_eps,
+            "latency": cal.latency_s, "save": cal.save_s}
 
 
-def _observed(results_dir: str | Path) -> dict[tuple[str, str, str], tuple[float, float, float]]:
-    """Per (task, model, method): (sum of wall seconds, sum of train examples, sum of guesses)."""
-    from nluforge.experiments.config import resolve
-    from nluforge.results import iter_results
+def baseline_seconds(cfg: Any, cal: Calibration) -> float:
+    """Frozen-embedding baselines: encode the training subset (capped) and the evaluation splits with the
+    base encoder, at this cell's measured evaluation speed (the same network's forward pass)."""
+    from nluforge.experiments.baselines import MAX_TRAIN
 
-    if not Path(results_dir).is_dir():
-        return {}
-    out: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for _, result in iter_results(results_dir, include_failed=False):
-        info, cost = result.run_info, result.cost
-        if info.parent or not (info.wall_time_s and cost.train_examples):  # derived runs do not train
-            continue
-        try:
-            guess = guess_seconds(resolve(result.config))
-        except UserError:  # a result from an older config version
-            continue
-        acc = out[_group(result.config)]
-        acc[0] += info.wall_time_s
-        acc[1] += cost.train_examples
-        acc[2] += guess
-    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+    return (min(train_size(cfg, cal), MAX_TRAIN) + sum(cal.eval_sizes.values())) / cal.eval_eps
 
 
-def _calibration(observed: dict[tuple[str, str, str], tuple[float, float, float]]) -> float:
-    """Observed / guessed time over all finished results: how fast this machine really is."""
-    wall = sum(v[0] for v in observed.values())
-    guess = sum(v[2] for v in observed.values())
-    return wall / guess if guess else 1.0
+def run_calibration(cells: list[Cell], results_dir: str | Path, *, threads: int, recalibrate: bool = False,
+                    measure=None, on_cell=None) -> dict[str, Calibration]:
+    """:func:`nluforge.experiments.calibrate.calibrate` over a grid's cells."""
+    return calibrate([c.config for c in cells], results_dir, threads=threads, recalibrate=recalibrate,
+                     measure=measure, on_cell=on_cell)
+
+
+# ---- --time-budget ----------------------------------------------------------------------------------
+#
+# The rules (README, "the main job"): the grid's per-task training cap (data.max_train_samples) says
+# what each task needs relative to the others; the budget scales every task's cap by ONE factor, so a
+# task keeps its share. Each task's size stays within [FLOOR_FRACTION x its cap, its full training set];
+# a task that hits a bound is held there and the others share what is left (the factor is the largest
+# that fits, found by bisection: the total is monotone in it). Sizes are rounded down to whole batches.
+# The total is the sum of the cells' estimates divided by the workers that run them at once, i.e. the
+# wall time of the cells. A budget below the floors' total is an error that names that minimum.
+
+FLOOR_FRACTION = 0.5  # below half its cap, the default grid's tasks fall back towards chance (README)
+
+
+@dataclass
+class TaskSize:
+    task: str
+    n: int  # the chosen training subset
+    cap: int  # the grid's cap (the task's weight)
+    floor: int
+    ceiling: int
+    estimate_s: float  # the task's cells, wall time with the workers
+
+
+@dataclass
+class Budgeted:
+    cells: list[Cell]
+    sizes: list[TaskSize]
+    budget_s: float
+    total_s: float
+    factor: float  # chosen size / the grid's cap
+
+    def describe(self) -> list[str]:
+        lines = [f"--time-budget {format_seconds(self.budget_s)}: each task's training subset is its grid cap "
+                 f"x {self.factor:.2f} (one factor for all tasks, so each keeps its share), held within "
+                 f"[{FLOOR_FRACTION:g} x cap, the full training set], in whole batches; "
+                 f"estimated cells {format_seconds(self.total_s)}"]
+        for s in self.sizes:
+            bound = " (at its floor)" if s.n == s.floor else " (the whole training set)" if s.n == s.ceiling else ""
+            lines.append(f"  {s.task}: n={s.n}{bound} (cap {s.cap}), ~{s.estimate_s / 60:.1f} min")
+        return lines
+
+
+def parse_duration(text: str) -> float:
+    """``600``, ``600s``, ``10m``, ``1h``, ``1h30m`` -> seconds; a UserError naming the accepted forms."""
+    import re
+
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*",
+                         text or "")
+    if not text or not match or not any(match.groups()):
+        raise UserError(f"--time-budget '{text}' is not a duration; write e.g. 600s, 10m, 1h or 1h30m")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = h * 3600 + m * 60 + s
+    if seconds <= 0:
+        raise UserError(f"--time-budget '{text}' must be more than 0; write e.g. 10m")
+    return seconds
+
+
+def size_to_budget(cells: list[Cell], calibrations: dict[str, Calibration], budget_s: float, *,
+                   workers: int = 1) -> Budgeted:
+    """Choose each task's ``data.max_train_samples`` so the cells' estimated wall time fits ``budget_s``."""
+    workers = max(1, workers)
+    tasks: dict[str, list[int]] = defaultdict(list)  # task -> indexes of its sized cells
+    for i, cell in enumerate(cells):
+        if not cell.config.data.k_shot and not cell.config.train.max_steps:
+            tasks[cell.config.task].append(i)
+    bounds = {}
+    for task, idx in tasks.items():
+        cals = [calibrations[cells[i].config.parent().run_id()] for i in idx]
+        full = min(c.train_size for c in cals)
+        cap = min(max(cells[i].config.data.max_train_samples or full for i in idx), full)
+        batch = max(cells[i].config.train.batch_size for i in idx)
+        floor = min(full, max(batch, _whole(FLOOR_FRACTION * cap, batch)))
+        bounds[task] = (cap, floor, full, batch)
+
+    def sized(factor: float) -> dict[str, int]:
+        return {t: min(ceil, max(floor, _whole(factor * cap, batch))) for t, (cap, floor, ceil, batch) in bounds.items()}
+
+    def apply(sizes: dict[str, int]) -> list[Cell]:
+        return [Cell(_with_size(c.config, sizes[c.config.task]), dict(c.labels))
+                if i in tasks.get(c.config.task, ()) else c for i, c in enumerate(cells)]
+
+    def total(sizes: dict[str, int]) -> tuple[float, list[dict[str, float]], list[Cell]]:
+        sized_cells = apply(sizes)
+        parts = estimate_cells([c.config for c in sized_cells], _rekeyed(sized_cells, cells, calibrations))
+        return sum(sum(p.values()) for p in parts) / workers, parts, sized_cells
+
+    floors = {t: b[1] for t, b in bounds.items()}
+    least, _, _ = total(floors)
+    if least > budget_s:
+        raise UserError(f"--time-budget {format_seconds(budget_s)} is too small for this grid: even the "
+                        f"smallest training subsets ({', '.join(f'{t} n={n}' for t, n in floors.items())}) "
+                        f"need ~{format_seconds(least)} of cells here; give at least --time-budget "
+                        f"{math.ceil(least / 60)}m, or a grid with fewer cells")
+    lo, hi = 0.0, 1.0
+    while total(sized(hi))[0] <= budget_s and any(sized(hi)[t] < b[2] for t, b in bounds.items()):
+        lo, hi = hi, hi * 2
+    if total(sized(hi))[0] <= budget_s:
+        lo = hi
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if total(sized(mid))[0] <= budget_s else (lo, mid)
+    sizes = sized(lo)
+    spent, parts, sized_cells = total(sizes)
+    per_task = defaultdict(float)
+    for cell, p in zip(sized_cells, parts, strict=True):
+        per_task[cell.config.task] += sum(p.values()) / workers
+    rows = [TaskSize(t, sizes[t], b[0], b[1], b[2], per_task[t]) for t, b in bounds.items()]
+    return Budgeted(sized_cells, rows, budget_s, spent, lo)
+
+
+def _whole(n: float, batch: int) -> int:
+    return int(n // batch * batch)
+
+
+def _with_size(cfg: Any, n: int) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_train_samples=n))
+
+
+def _rekeyed(new: list[Cell], old: list[Cell], calibrations: dict[str, Calibration]) -> dict[str, Calibration]:
+    """The calibrations under the resized cells' parent ids (the training size is not part of the key)."""
+    out = dict(calibrations)
+    for a, b in zip(new, old, strict=True):
+        out[a.config.parent().run_id()] = calibrations[b.config.parent().run_id()]
+    return out
+
+
+def write_budget(results_dir: str | Path, grid: Grid, budgeted: Budgeted) -> tuple[Path, Path]:
+    """The chosen sizes beside the results: ``bench-budget.json`` (sizes, estimates, rules) and
+    ``grid.resolved.yaml`` (the grid with those sizes, to rerun as it is)."""
+    import yaml
+
+    from nluforge.core.io import atomic_write_json, atomic_write_text
+
+    results_dir = Path(results_dir)
+    data = yaml.safe_load(Path(grid.source).read_text()) if Path(grid.source).is_file() else {}
+    sizes = {s.task: s.n for s in budgeted.sizes}
+    _set_sizes(data, sizes)
+    header = (f"# {grid.source} as `nluforge bench --time-budget {format_seconds(budgeted.budget_s)}` sized it "
+              f"(bench-budget.json says how); rerun it with: nluforge bench {results_dir / 'grid.resolved.yaml'}\n")
+    grid_path = atomic_write_text(results_dir / "grid.resolved.yaml", header + yaml.safe_dump(data, sort_keys=False))
+    info = {"budget_s": budgeted.budget_s, "estimated_total_s": round(budgeted.total_s, 1),
+            "factor": round(budgeted.factor, 4), "floor_fraction": FLOOR_FRACTION, "grid": grid.source,
+            "rules": budgeted.describe()[0],
+            "tasks": {s.task: {"max_train_samples": s.n, "grid_cap": s.cap, "floor": s.floor,
+                               "ceiling": s.ceiling, "estimate_s": round(s.estimate_s, 1)} for s in budgeted.sizes}}
+    return atomic_write_json(results_dir / "bench-budget.json", info), grid_path
+
+
+def _set_sizes(data: dict[str, Any], sizes: dict[str, int]) -> None:
+    """Put each task's size where the grid names the task: its task-axis entry, else the base."""
+    base = data.setdefault("base", {}) or {}
+    data["base"] = base
+    axis = (data.get("grid") or {}).get("task")
+    placed = set()
+    if isinstance(axis, list):
+        for i, entry in enumerate(axis):
+            name = entry if isinstance(entry, str) else entry.get("name")
+            if name in sizes:
+                entry = {"name": entry} if isinstance(entry, str) else entry
+                entry.setdefault("data", {})["max_train_samples"] = sizes[name]
+                axis[i] = entry
+                placed.add(name)
+    for task, n in sizes.items():
+        if task not in placed:
+            base.setdefault("data", {})["max_train_samples"] = n
 
 
 def format_seconds(seconds: float) -> str:
