@@ -49,8 +49,8 @@ def test_prunes_to_the_cost_budget_and_round_trips(tiny_model, tmp_path):
 
 def test_reconstruction_lowers_the_pruned_layers_output_error():
     import torch
-
     from conftest import make_tiny
+
     from nluforge.compress import compress, compress_config
 
     cal = _calibration(4)
