@@ -94,10 +94,12 @@ def layer_groups(model: nn.Module, targets: dict[str, nn.Parameter]) -> dict[str
 
 def eigenvalues(model: nn.Module, groups: dict[str, list[torch.Tensor]], calibration, cfg) -> dict[str, list[float]]:
     """Per group, the top Hessian eigenvalue on each calibration batch."""
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    switch = attn not in (None, "eager") and hasattr(model, "set_attn_implementation")
-    if switch:
-        model.set_attn_implementation("eager")  # SDPA has no double backward on CPU
+    # every Hugging Face model inside (a method's wrapper, a peft model or a side network holds them)
+    switched = {m: m.config._attn_implementation for m in model.modules()
+                if hasattr(m, "set_attn_implementation") and getattr(getattr(m, "config", None), "_attn_implementation",
+                                                                     "eager") != "eager"}
+    for m in switched:
+        m.set_attn_implementation("eager")  # SDPA has no double backward on CPU
     out: dict[str, list[float]] = {g: [] for g in groups}
     params = [p for ps in groups.values() for p in ps]
     grad_was = {p: p.requires_grad for p in model.parameters()}
@@ -109,14 +111,22 @@ def eigenvalues(model: nn.Module, groups: dict[str, list[torch.Tensor]], calibra
             p.requires_grad_(True)
         for batch in calibration:
             loss = task_loss(forward(model, batch), batch["labels"], reduction="mean")
-            grads = dict(zip(map(id, params), torch.autograd.grad(loss, params, create_graph=True), strict=True))
+            grads = dict(zip(map(id, params), torch.autograd.grad(loss, params, create_graph=True, allow_unused=True),
+                             strict=True))
             for g, ps in groups.items():
-                out[g].append(top_eigenvalue([grads[id(p)] for p in ps], ps, cfg.iterations, cfg.tol, gen))
+                used = [p for p in ps if grads[id(p)] is not None]  # a weight the forward skips has no curvature
+                try:
+                    out[g].append(top_eigenvalue([grads[id(p)] for p in used], used, cfg.iterations, cfg.tol, gen)
+                                  if used else 0.0)
+                except RuntimeError as err:  # an op without a double backward (torch's fused attention on CPU)
+                    first = str(err).splitlines()[0]
+                    raise UserError(f"hessian_mixed needs Hessian-vector products, but the model's forward has an "
+                                    f"op without a second derivative ({first}); use groupwise") from None
     finally:
         for p, was in grad_was.items():
             p.requires_grad_(was)
-        if switch:
-            model.set_attn_implementation(attn)
+        for m, attn in switched.items():
+            m.set_attn_implementation(attn)
     return out
 
 
