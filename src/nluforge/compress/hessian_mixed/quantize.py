@@ -104,6 +104,10 @@ def eigenvalues(model: nn.Module, groups: dict[str, list[torch.Tensor]], calibra
     params = [p for ps in groups.values() for p in ps]
     grad_was = {p: p.requires_grad for p in model.parameters()}
     gen = torch.Generator().manual_seed(0)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(calibration) * len(groups), desc="hessian eigenvalues", unit="layer", disable=None,
+               dynamic_ncols=True)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -122,7 +126,9 @@ def eigenvalues(model: nn.Module, groups: dict[str, list[torch.Tensor]], calibra
                     first = str(err).splitlines()[0]
                     raise UserError(f"hessian_mixed needs Hessian-vector products, but the model's forward has an "
                                     f"op without a second derivative ({first}); use groupwise") from None
+                bar.update(1)
     finally:
+        bar.close()
         for p, was in grad_was.items():
             p.requires_grad_(was)
         for m, attn in switched.items():
@@ -155,7 +161,7 @@ def allocate_bits(omega: dict[str, float], errors: dict[str, dict[int, float]], 
             if used + extra > budget:
                 continue
             gain = 0.5 * omega[g] * (errors[g][b] - errors[g][nxt]) / extra
-            if best is None or gain > best_gain:
+            if gain > best_gain:  # a weight without curvature (unused by the forward) gains nothing from bits
                 best, best_gain = g, gain
         if best is None:
             return bits
