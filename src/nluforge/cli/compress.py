@@ -30,7 +30,15 @@ def compress(
     prep = prepare_derived(child, run)  # validates the step and the parent before anything is written
     run_dir = run.parent / child.run_id()
     typer.echo(f"derived run directory: {run_dir}", err=True)
-    result = execute(prep, run_dir, show_progress=False)
+    existed = run_dir.exists()
+    try:
+        result = execute(prep, run_dir, show_progress=False)
+    except BaseException:  # a compressor that cannot apply to this model: leave no half-made derived run
+        if not existed:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     _print(result, prep.parent.result)
     typer.echo(str(run_dir))
 

@@ -38,6 +38,21 @@ COMPRESSORS.register(
     impl="nluforge.compress.groupwise.quantize",
 )
 COMPRESSORS.register(
+    "int8_onnx", "nluforge.compress.int8_onnx.config:Int8OnnxConfig",
+    summary="ONNX export + onnxruntime dynamic int8 quantization (per-channel weights, 8-bit embeddings), "
+            "served by an onnxruntime session (extra: onnx)",
+    paper="Zafrir et al. 2019, Q8BERT: Quantized 8Bit BERT (arXiv:1910.06188); onnxruntime quantize_dynamic",
+    impl="nluforge.compress.int8_onnx.quantize",
+)
+COMPRESSORS.register(
+    "hessian_mixed", "nluforge.compress.hessian_mixed.config:HessianMixedConfig",
+    summary="Q-BERT mixed precision: each layer's top Hessian eigenvalue (power iteration) picks its bits "
+            "from 2/3/4/8 under an average-bits budget; group-wise, bit-packed",
+    paper="Shen et al. 2020, Q-BERT: Hessian Based Ultra Low Precision Quantization of BERT (AAAI, "
+          "arXiv:1909.05840), Hessian-aware mixed precision",
+    impl="nluforge.compress.hessian_mixed.quantize",
+)
+COMPRESSORS.register(
     "magnitude", "nluforge.compress.magnitude.config:MagnitudeConfig",
     summary="unstructured pruning of the smallest-magnitude weights to a target sparsity (global or per "
             "layer), stored as bitmask + values",
@@ -52,6 +67,14 @@ COMPRESSORS.register(
     paper="Kwon et al. 2022, A Fast Post-Training Pruning Framework for Transformers (NeurIPS, "
           "arXiv:2204.09656); head masks as in Michel et al. 2019 (NeurIPS)",
     impl="nluforge.compress.structured.prune",
+)
+COMPRESSORS.register(
+    "oneshot", "nluforge.compress.oneshot.config:OneshotConfig",
+    summary="retraining-free structured pruning: Fisher mask search under a FLOPs or parameter budget, then "
+            "least-squares mask tuning of each pruned layer on calibration data; physically smaller",
+    paper="Kwon et al. 2022, A Fast Post-Training Pruning Framework for Transformers (NeurIPS, "
+          "arXiv:2204.09656)",
+    impl="nluforge.compress.oneshot.prune",
 )
 COMPRESSORS.register(
     "random_masks", "nluforge.compress.random_masks.config:RandomMasksConfig",

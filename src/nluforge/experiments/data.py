@@ -17,16 +17,17 @@ def task_kwargs(cfg: RunConfig) -> dict[str, Any]:
                 k_shot=d.k_shot, seed=cfg.seed, advglue_file=cfg.eval.advglue_file)
 
 
-def load_data(cfg: RunConfig, *, train: bool = True):
+def load_data(cfg: RunConfig, *, train: bool = True, spec=None):
     """The task's train split (unless ``train=False``) and its evaluation splits (plus AdvGLUE sets, when
-    found); returns ``(spec, splits, notes)``."""
+    found); returns ``(spec, splits, notes)``. ``spec``: the task as a finished run recorded it (a custom
+    task's labels come from its ``model/task.json``, not from the files again)."""
     from nluforge.tasks import get_task, load_task
 
     kwargs = task_kwargs(cfg)
     if not train:
-        spec = get_task(cfg.task)
-        kwargs["splits"] = list(cfg.eval.splits or spec.eval_splits)
-    data = load_task(cfg.task, **kwargs)
+        known = spec or get_task(cfg.task)
+        kwargs["splits"] = list(cfg.eval.splits or known.eval_splits)
+    data = load_task(spec or cfg.task, **kwargs)
     spec = data.spec
     if spec.eval_only:
         raise UserError(f"task '{cfg.task}' is evaluation-only; train on '{spec.base}' and evaluate with "

@@ -42,8 +42,11 @@ def prepare_derived(cfg: RunConfig, parent_dir: Path) -> Prepared:
         raise UserError(f"parent run {parent_dir.name} {result.run_info.status}: {result.run_info.error}; "
                         "fix and rerun it before deriving from it")
     parent = load_servable(parent_dir)
-    # a compressor that scores the model (structured pruning) takes labelled batches from the train split
-    spec, splits, notes = load_data(cfg, train=needs_calibration(sections.compress[0].config))
+    # a compressor that scores the model (structured pruning) takes labelled batches from the train split,
+    # and so does recovery fine-tuning; a custom task's labels are the parent's recorded ones
+    step_cfg = sections.compress[0].config
+    spec, splits, notes = load_data(cfg, train=needs_calibration(step_cfg) or finetune_steps(step_cfg) > 0,
+                                    spec=parent.spec if cfg.task == "custom" else None)
     eval_split_names(cfg, spec, splits)
     return Prepared(cfg, spec, splits, parent.tokenizer, parent.model, parent.method, parent.method_cfg, notes,
                     sections=sections, parent=parent)
@@ -79,6 +82,11 @@ def calibration_batches(state: RunState, config) -> list | None:
             for idx in eval_batches(enc.lengths(), config.batch_size)]
 
 
+def finetune_steps(config) -> int:
+    """The recovery fine-tuning steps a compressor config asks for (0: none; only pruners have the option)."""
+    return int(getattr(config, "finetune_steps", 0) or 0)
+
+
 def compress_stage(state: RunState) -> None:
     import torch
 
@@ -92,7 +100,50 @@ def compress_stage(state: RunState) -> None:
         raise UserError(f"compress:{step.method} on a {state.cfg.method} run: {err}") from None
     state.meta["compress"] = {"method": step.method, "options": step.options(),
                               "time_s": round(time.perf_counter() - t0, 3)}
+    if finetune_steps(step.config) > 0:
+        state.meta["compress"]["finetune"] = recover(state, step.config)
     state.device = torch.device("cpu")  # compressed models here are CPU inference models
+
+
+def recover(state: RunState, config) -> dict:
+    """Recovery fine-tuning of the pruned model through the spine's training stage, on the parent's
+    training data: ``config.finetune_steps`` steps at ``config.finetune_lr`` (None: the method's default).
+
+    Every weight trains (a merged LoRA's base too). Zeros stay zeros: after each update the pruned
+    weights are set back to 0 (unstructured pruning keeps its sparsity and its sparse storage); a
+    structurally pruned model is already smaller and stays so. No best-checkpoint reload: the run keeps
+    the weights of the last step.
+    """
+    import torch
+
+    from nluforge.experiments.stages import learning_rate, train_stage
+    from nluforge.models.inputs import encode
+    from nluforge.train.loop import default_update_step
+
+    model, cfg = state.model, state.cfg
+    train = state.prep.splits["train"]
+    enc = encode(train.texts, train.labels, state.prep.tokenizer, cfg.data.max_length)
+    zeros = {p: p.detach() == 0 for p in model.parameters() if p.dim() >= 2 and bool((p.detach() == 0).any())}
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    def update_step(m, batch, ctx):
+        loss = default_update_step(m, batch, ctx)
+        with torch.no_grad():
+            for p, mask in zeros.items():
+                p.masked_fill_(mask, 0.0)
+        return loss
+
+    train_cfg = dataclasses.replace(cfg.train, max_steps=config.finetune_steps, keep_best=False,
+                                    early_stopping_patience=None, checkpoint_every=None)
+    lr = config.finetune_lr or learning_rate(state.prep)
+    done = train_stage(state, model=model, train=enc, train_cfg=train_cfg, lr=lr, update_step=update_step,
+                       checkpoint_dir=state.run_dir / "checkpoints", log_fields={"stage": "recovery"})
+    state.model = done.model.to("cpu").eval()
+    for p in state.model.parameters():
+        p.requires_grad_(False)
+    return {"steps": done.fit.steps, "lr": lr, "examples": done.fit.examples_seen,
+            "time_s": round(done.fit.train_time_s, 3)}
 
 
 def save_stage(state: RunState) -> None:

@@ -19,6 +19,8 @@ class MagnitudeConfig:
     ``embeddings``: also prune nn.Embedding tables (off by default: a zeroed entry of a token's vector
     is lost for every use of that token, and BERT pruning studies prune the encoder's linears).
     ``skip``: module names kept whole (a name matches itself and anything below it); default the head.
+    ``finetune_steps`` / ``finetune_lr``: optional recovery fine-tuning on the parent's training data
+    after pruning, through the training stage (0: none; lr None: the method's default learning rate).
     """
 
     method: ClassVar[str] = "magnitude"
@@ -28,8 +30,12 @@ class MagnitudeConfig:
     scope: Literal["global", "layer"] = "global"
     embeddings: bool = False
     skip: list[str] = field(default_factory=lambda: ["classifier"])
+    finetune_steps: int = 0
+    finetune_lr: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.sparsity < 1:
             raise UserError(f"magnitude: sparsity must be in [0, 1) (the fraction of weights set to zero), "
                             f"got {self.sparsity}")
+        if self.finetune_steps < 0:
+            raise UserError(f"magnitude: finetune_steps must be >= 0 (recovery fine-tuning steps), got {self.finetune_steps}")

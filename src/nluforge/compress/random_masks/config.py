@@ -16,6 +16,8 @@ class RandomMasksConfig:
     A baseline for ``magnitude``: it says how much of magnitude pruning's result is the ranking and how
     much is merely the sparsity. More ``candidates``: a better mask, ``candidates`` evaluation passes.
     ``seed``: the masks drawn (candidate ``i`` uses ``seed + i``). ``embeddings``, ``skip``: as ``magnitude``.
+    ``finetune_steps`` / ``finetune_lr``: optional recovery fine-tuning on the parent's training data
+    after pruning, through the training stage (0: none; lr None: the method's default learning rate).
     """
 
     method: ClassVar[str] = "random_masks"
@@ -29,6 +31,8 @@ class RandomMasksConfig:
     skip: list[str] = field(default_factory=lambda: ["classifier"])
     calibration_examples: int = 128
     batch_size: int = 16
+    finetune_steps: int = 0
+    finetune_lr: float | None = None
 
     def __post_init__(self):
         if not 0 <= self.sparsity < 1:
@@ -39,3 +43,5 @@ class RandomMasksConfig:
         if self.calibration_examples < 1 or self.batch_size < 1:
             raise UserError(f"random_masks: calibration_examples and batch_size must be >= 1, got "
                             f"{self.calibration_examples} and {self.batch_size}")
+        if self.finetune_steps < 0:
+            raise UserError(f"random_masks: finetune_steps must be >= 0 (recovery fine-tuning steps), got {self.finetune_steps}")

@@ -17,6 +17,8 @@ class StructuredConfig:
     falls faster than with quantization at the same size, since nothing is retrained.
     ``calibration_examples``: how many of the parent's training examples score the importance (more:
     a steadier ranking, a slower compression); ``batch_size``: examples per scoring pass.
+    ``finetune_steps`` / ``finetune_lr``: optional recovery fine-tuning on the parent's training data
+    after pruning, through the training stage (0: none; lr None: the method's default learning rate).
     """
 
     method: ClassVar[str] = "structured"
@@ -27,6 +29,8 @@ class StructuredConfig:
     neurons: float = 0.25
     calibration_examples: int = 256
     batch_size: int = 16
+    finetune_steps: int = 0
+    finetune_lr: float | None = None
 
     def __post_init__(self):
         for name in ("heads", "neurons"):
@@ -38,3 +42,5 @@ class StructuredConfig:
         if self.calibration_examples < 1 or self.batch_size < 1:
             raise UserError(f"structured: calibration_examples and batch_size must be >= 1, got "
                             f"{self.calibration_examples} and {self.batch_size}")
+        if self.finetune_steps < 0:
+            raise UserError(f"structured: finetune_steps must be >= 0 (recovery fine-tuning steps), got {self.finetune_steps}")

@@ -1,0 +1,1 @@
+"""int8_onnx: ONNX export + onnxruntime dynamic int8 quantization (see quantize.py)."""
