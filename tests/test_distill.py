@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,121 @@ def test_grid_distill_steps_train_once_and_record_students_beside_their_teacher(
     # both phases of the assisted run trained through the loop and logged under their phase
     log = [json.loads(line) for line in (tmp_path / "results" / assisted.run_info.id / "log.jsonl").read_text().splitlines()]
     assert {"assistant", "student"} <= {rec.get("phase") for rec in log}
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def teacher_run(tmp_path, tiny_setup):
+    from nluforge.experiments.pipeline import run_cell
+
+    result = run_cell(resolve(tiny_setup), tmp_path / "results")
+    assert result.run_info.status == "completed", result.run_info.error
+    return tmp_path / "results" / result.run_info.id
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    import sys
+
+    from nluforge.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["nluforge", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err
+    for needle in needles:
+        assert needle in last, last
+
+
+def test_cli_distills_a_run_into_a_sibling_and_prints_the_comparison(monkeypatch, capsys, teacher_run):
+    from nluforge.results import read_result
+
+    code, out, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", "layers:1",
+                             "-p", "layer_pick=first", "-p", "max_steps=2", "-p", "temperature=4")
+    assert code == 0, err
+    child = Path(out.strip().splitlines()[-1])
+    assert child.parent == teacher_run.parent and child.name.startswith(f"{teacher_run.name.split('--')[0]}-distill")
+    result = read_result(child)
+    assert result.run_info.parent == teacher_run.name and result.run_info.step == "distill:layers:1"
+    assert result.meta["distill"]["picked_layers"] == [0] and result.meta["distill"]["temperature"] == 4.0
+    assert result.meta["distill"]["stages"][0]["steps"] == 2
+    assert "validation accuracy" in out and "latency_ms_bs32" not in err
+
+
+@pytest.mark.parametrize(("student", "params", "needles"), [
+    ("layers:0", [], ["layers:0", "K must be at least 1"]),
+    ("layers:9", [], ["layers:9 needs 1 <= K <= 4"]),
+    ("layers:2", ["layer_pick=sideways"], ["layer_pick", "sideways"]),
+    ("layers:2", ["assistant=layers:7"], ["layers:7 needs 1 <= K <= 4"]),
+    ("layers:3", ["layer_pick=every_other"], ["every_other gives at most 2 of 4 layers"]),
+])
+def test_cli_bad_students_fail_with_one_line_before_writing(monkeypatch, capsys, teacher_run, student, params,
+                                                            needles):
+    before = sorted(p.name for p in teacher_run.parent.iterdir())
+    args = [a for p in params for a in ("-p", p)]
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", student, *args)
+    assert_one_line_error(code, err, *needles)
+    assert sorted(p.name for p in teacher_run.parent.iterdir()) == before  # no half-written derived run
+
+
+def test_cli_a_wider_student_that_minilm_cannot_map_fails_and_runs_without_minilm(monkeypatch, capsys, tmp_path,
+                                                                                  teacher_run, tokenizer):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    wide = tmp_path / "wide"
+    config = BertConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=64,
+                        max_position_embeddings=128, vocab_size=30522)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(wide)
+    tokenizer.save_pretrained(wide)
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", str(wide))
+    assert_one_line_error(code, err, "wider than the teacher (hidden 32)", "3 attention heads, the teacher 2",
+                          "relation_heads")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", str(wide),
+                           "-p", "relation_heads=5")
+    assert_one_line_error(code, err, "does not split into relation_heads=5")
+    code, out, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", str(wide),
+                             "-p", "relation_heads=4", "-p", "max_steps=1")  # 32 and 48 both split into 4 heads
+    assert code == 0, err
+
+
+def test_cli_a_teacher_without_a_model_fails_with_one_line(monkeypatch, capsys, tmp_path, teacher_run):
+    import shutil
+
+    shutil.rmtree(teacher_run / "model")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher_run), "--student", "layers:1")
+    assert_one_line_error(code, err, "has no saved model")
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(tmp_path), "--student", "layers:1")
+    assert_one_line_error(code, err, "not a run directory")
+
+
+def test_a_regression_teacher_refuses_a_temperature_and_distils_by_mse_without_one(monkeypatch, capsys, tmp_path,
+                                                                                   tiny_model_dir, glue_dir):
+    from nluforge.experiments.pipeline import run_cell
+    from nluforge.results import read_result
+
+    cfg = resolve({"task": "stsb", "model": str(tiny_model_dir(num_labels=1)), "method": "full",
+                   "data": {"data_dir": str(glue_dir), "max_train_samples": 24, "max_eval_samples": 16,
+                            "max_length": 32},
+                   "train": {"max_steps": 1, "batch_size": 8, "num_threads": 1},
+                   "eval": {"advglue": False, "latency": False, "baselines": False}})
+    teacher = tmp_path / "results" / run_cell(cfg, tmp_path / "results").run_info.id
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher), "--student", "layers:1",
+                           "-p", "temperature=2")
+    assert_one_line_error(code, err, "regression", "drop -p temperature")
+    code, out, err = run_cli(monkeypatch, capsys, "distill", "--teacher", str(teacher), "--student", "layers:1",
+                             "-p", "max_steps=2")
+    assert code == 0, err
+    result = read_result(Path(out.strip().splitlines()[-1]))
+    assert result.meta["distill"]["temperature"] is None and "pearson" in result.metrics["trained"]["validation"]
