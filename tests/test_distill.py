@@ -4,6 +4,7 @@ the `distill:` derived run (grid and CLI), and the one-line errors for bad input
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -236,6 +237,11 @@ def test_grid_distill_steps_train_once_and_record_students_beside_their_teacher(
 
             logits = predict(s.model, enc, batch_size=8, pad_id=0, regression=False)
         assert torch.allclose(torch.tensor(logits), torch.tensor([r["logits"] for r in rows]), atol=1e-4)
+    # the report lists each student as a variant of its teacher
+    from nluforge.report import build_report
+
+    text = build_report(tmp_path / "results", tmp_path / "report").markdown.read_text()
+    assert "full → distill:layers:2" in text and "full → distill:layers:1" in text
     # both phases of the assisted run trained through the loop and logged under their phase
     log = [json.loads(line) for line in (tmp_path / "results" / assisted.run_info.id / "log.jsonl").read_text().splitlines()]
     assert {"assistant", "student"} <= {rec.get("phase") for rec in log}
@@ -357,3 +363,59 @@ def test_a_regression_teacher_refuses_a_temperature_and_distils_by_mse_without_o
     assert code == 0, err
     result = read_result(Path(out.strip().splitlines()[-1]))
     assert result.meta["distill"]["temperature"] is None and "pearson" in result.metrics["trained"]["validation"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_real_teacher_distils_into_a_three_layer_student(tmp_path, sst2_run):
+    """The session's real SST-2 run as teacher: a layers:3 student (teacher layers 1, 3, 5) trained 20 steps
+    with KD + MiniLM + hard labels is well above chance, smaller, and reloads as the run's model."""
+    import shutil
+
+    from nluforge.experiments.derived import prepare_derived
+    from nluforge.experiments.pipeline import execute
+    from nluforge.experiments.servable import load_servable
+
+    results, parent = sst2_run
+    teacher = tmp_path / parent.run_info.id
+    shutil.copytree(results / parent.run_info.id, teacher)
+    from nluforge.experiments.config import read_run_config
+
+    cfg = dataclasses.replace(read_run_config(teacher), distill=[{"student": "layers:3", "max_steps": 20,
+                                                                   "max_train_samples": 640}])
+    result = execute(prepare_derived(cfg, teacher), tmp_path / cfg.run_id(), show_progress=False)
+    assert result.run_info.status == "completed"
+    d = result.meta["distill"]
+    assert d["picked_layers"] == [1, 3, 5] and d["stages"][0]["steps"] == 20 and d["relation_heads"] == 12
+    acc = result.metrics["trained"]["validation"]["accuracy"]
+    assert acc > 0.6, acc  # chance (majority class) is 0.51 on SST-2 dev
+    assert "advglue_sst2" in result.metrics["trained"]
+    assert result.cost.total_params < 0.85 * parent.cost.total_params  # 3 of 6 layers; embeddings are half
+    assert load_servable(tmp_path / cfg.run_id()).model.config.num_hidden_layers == 3
+
+
+def test_grid_distill_axis_expands_to_one_training_and_one_child_per_step_with_stable_ids():
+    import yaml
+
+    from nluforge.experiments.grid import parse_grid
+
+    cells = parse_grid(yaml.safe_load("""
+grid:
+  method: [full, lora]
+  distill: [[{student: "layers:3"}, {student: "layers:2", layer_pick: first}]]
+""")).cells()
+    trained = [c for c in cells if c.config.step() is None]
+    children = [c for c in cells if c.config.step() is not None]
+    assert [c.config.method for c in trained] == ["full", "lora"]
+    assert sorted((c.config.method, c.config.step_label()) for c in children) == [
+        ("full", "distill:layers:2"), ("full", "distill:layers:3"), ("lora", "distill:layers:2"),
+        ("lora", "distill:layers:3")]
+    child = children[0].config
+    assert child.parent().run_id() == trained[0].config.run_id() and "-distill-layers-" in child.run_id()
+    assert children[0].labels["distill"] in ("layers:3", "layers:2")
+    # a config without distill steps keeps the run id it had before the key existed
+    assert resolve({"task": "sst2"}).run_id() == "sst2-default-full-s42--2b012596"
+    with pytest.raises(UserError, match="unknown key 'distill\\[0\\].studnet'"):
+        from nluforge.experiments.sections import resolve_sections
+
+        resolve_sections(resolve({"distill": [{"studnet": "layers:2"}]}))
