@@ -63,7 +63,7 @@ def train(
     if result is None:  # not the main process of a multi-process run: the main one records and prints
         return
     _print_result(result, run_dir)
-    for child in run_children(cfg, output_dir) if cfg.compress else []:
+    for child in run_children(cfg, output_dir) if cfg.children() else []:
         typer.echo(f"derived run ({child.run_info.step}): {output_dir / child.run_info.id} "
                    f"[{child.run_info.status}{': ' + child.run_info.error if child.run_info.error else ''}]")
 

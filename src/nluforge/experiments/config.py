@@ -142,6 +142,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     compress: list[dict[str, Any]] = field(default_factory=list)  # compression steps, in order
+    # distillation steps ({student: layers:3 | MODEL, <options>}): each a derived run whose teacher is the parent
+    distill: list[dict[str, Any]] = field(default_factory=list)
     attack: list[dict[str, Any]] = field(default_factory=list)  # robustness evaluations
     audit: list[dict[str, Any]] = field(default_factory=list)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -152,20 +154,34 @@ class RunConfig:
         return to_dict(self)
 
     def parent(self) -> RunConfig:
-        """The trained run this config derives from (itself, when it has no compress step)."""
-        return dataclasses.replace(self, compress=[]) if self.compress else self
+        """The trained run this config derives from (itself, when it has no compress or distill step)."""
+        return dataclasses.replace(self, compress=[], distill=[]) if self.compress or self.distill else self
 
     def children(self) -> list[RunConfig]:
-        """One derived run per compress step (none without steps)."""
-        return [dataclasses.replace(self, compress=[step]) for step in self.compress]
+        """One derived run per compress step, then one per distill step (none without steps)."""
+        return ([dataclasses.replace(self, compress=[step], distill=[]) for step in self.compress]
+                + [dataclasses.replace(self, compress=[], distill=[step]) for step in self.distill])
 
     def step(self) -> dict[str, Any] | None:
-        """The compress step of a derived run; None for a trained run (or one that expands into several)."""
-        return self.compress[0] if len(self.compress) == 1 else None
+        """The step of a derived run; None for a trained run (or one that expands into several)."""
+        steps = self.compress + self.distill
+        return steps[0] if len(steps) == 1 else None
+
+    def step_kind(self) -> str | None:
+        """``compress`` or ``distill`` for a derived run, None otherwise."""
+        if self.step() is None:
+            return None
+        return "compress" if self.compress else "distill"
+
+    def step_name(self) -> str | None:
+        """The step's name: the compressor (``int8_dynamic``) or the student (``layers:3``)."""
+        step = self.step()
+        if step is None:
+            return None
+        return str(step.get("method", "step") if self.compress else step.get("student", "layers:3"))
 
     def step_label(self) -> str | None:
-        step = self.step()
-        return f"compress:{step.get('method')}" if step is not None else None
+        return f"{self.step_kind()}:{self.step_name()}" if self.step() is not None else None
 
     def slug(self) -> str:
         model = re.sub(r"[^A-Za-z0-9]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-").lower()
@@ -185,11 +201,13 @@ class RunConfig:
     def hash8(self) -> str:
         """Content hash of the resolved config: same config, same run directory.
 
-        An unset ``privacy`` section and ``eval.baselines`` at its default (true) are left out, so run
-        ids from before they existed stay valid."""
+        An unset ``privacy`` section, an empty ``distill`` list and ``eval.baselines`` at its default
+        (true) are left out, so run ids from before they existed stay valid."""
         data = self.to_dict()
         if not self.privacy.is_set():
             del data["privacy"]
+        if not self.distill:
+            del data["distill"]
         if self.eval.baselines:
             del data["eval"]["baselines"]
         blob = json.dumps(data, sort_keys=True, default=str)
@@ -201,7 +219,8 @@ class RunConfig:
         step = self.step()
         if step is None:
             return f"{self.parent().slug()}--{self.parent().hash8()}"
-        name = re.sub(r"[^a-z0-9_.-]+", "-", str(step.get("method", "step")).lower())
+        name = self.step_name() if self.compress else f"distill-{self.step_name()}"
+        name = re.sub(r"[^a-z0-9_.-]+", "-", name.lower())
         return f"{self.parent().slug()}-{name}--{self.hash8()}"
 
 

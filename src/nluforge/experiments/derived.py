@@ -1,4 +1,4 @@
-"""Derived runs: a step (today: compression) applied to a finished run's model, recorded as its own run.
+"""Derived runs: a step (compression, or distillation: :mod:`nluforge.experiments.distillation`) applied to a finished run's model, recorded as its own run.
 
 A derived run has its own directory beside its parent's, named ``<parent slug>-<step>--<hash8>``, and
 its own ``result.json`` with ``run_info.parent`` (the parent's directory name) and ``run_info.step``
@@ -30,17 +30,17 @@ def prepare_derived(cfg: RunConfig, parent_dir: Path) -> Prepared:
     from nluforge.compress import needs_calibration
     from nluforge.experiments.data import eval_split_names, load_data
     from nluforge.experiments.sections import resolve_sections
-    from nluforge.experiments.servable import load_servable, read_run_result
+    from nluforge.experiments.servable import finished_parent, load_servable
 
     if cfg.step() is None:
-        raise UserError(f"a derived run needs exactly one compress step, got {len(cfg.compress)}")
+        raise UserError("a derived run needs exactly one compress or distill step, got "
+                        f"{len(cfg.compress) + len(cfg.distill)}")
+    if cfg.step_kind() == "distill":
+        from nluforge.experiments.distillation import prepare_distill
+
+        return prepare_distill(cfg, parent_dir)
     sections = resolve_sections(cfg)  # an unknown compressor or option fails here, in a second
-    result = read_run_result(parent_dir) if (parent_dir / "config.yaml").is_file() else None
-    if result is None:
-        raise UserError(f"{parent_dir} is not a finished run (no result.json); train it first")
-    if result.run_info.status != "completed":
-        raise UserError(f"parent run {parent_dir.name} {result.run_info.status}: {result.run_info.error}; "
-                        "fix and rerun it before deriving from it")
+    finished_parent(parent_dir)
     parent = load_servable(parent_dir)
     # a compressor that scores the model (structured pruning) takes labelled batches from the train split,
     # and so does recovery fine-tuning; a custom task's labels are the parent's recorded ones

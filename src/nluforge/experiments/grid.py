@@ -45,7 +45,7 @@ TOP_KEYS = ("version", "description", "base", "grid", "zip", "exclude", "resourc
 NAMED_AXES = ("task", "model", "method", "optimizer")
 SCALAR_AXES = ("seed", "name")
 SECTION_AXES = ("data", "train", "eval")
-STEP_AXES = ("compress", "attack", "audit")
+STEP_AXES = ("compress", "distill", "attack", "audit")
 AXES = NAMED_AXES + SCALAR_AXES + SECTION_AXES + STEP_AXES
 
 
@@ -148,9 +148,9 @@ def expand(grid: Grid, overrides: Mapping[str, Any] | None = None) -> list[Cell]
         if hits:
             continue
         # cells that differ only in their compress steps share one trained cell
-        _add_trained(cells, seen, trained_ids, Cell(cfg.parent(), labels), for_steps=bool(cfg.compress))
-        for child in cfg.children():  # one derived run per compress step, after its parent
-            _add(cells, seen, Cell(child, {**labels, "compress": str(child.step().get("method"))}))
+        _add_trained(cells, seen, trained_ids, Cell(cfg.parent(), labels), for_steps=bool(cfg.children()))
+        for child in cfg.children():  # one derived run per compress or distill step, after its parent
+            _add(cells, seen, Cell(child, {**labels, child.step_kind(): child.step_name()}))
     for i, hit in enumerate(matched):
         if not hit:
             raise UserError(f"exclude[{i}] {grid.exclude[i]} matches no cell; check its keys and values")
@@ -200,7 +200,8 @@ def _entry(axis: str, value: Any, where: str) -> Entry:
         steps = [] if value is None else [value] if isinstance(value, Mapping) else value
         if not isinstance(steps, list) or not all(isinstance(s, Mapping) for s in steps):
             raise UserError(f"'{where}' must be a list of step mappings (or null), got {value!r}")
-        return Entry("+".join(str(s.get("method", "?")) for s in steps) or "none", {axis: list(steps)})
+        key = "student" if axis == "distill" else "method"
+        return Entry("+".join(str(s.get(key, "?")) for s in steps) or "none", {axis: list(steps)})
     if isinstance(value, (Mapping, list)):
         raise UserError(f"'{where}' must be a single value, got {value!r}")
     return Entry(str(value), {axis: value})

@@ -14,7 +14,7 @@ Here (``method_params: {distill: true, ...}``, see :class:`nluforge.methods.prom
 2. :func:`distill`, after the prompt model is trained: evaluate the ensemble (``metrics["pet_ensemble"]``
    in result.json), soft-label the unlabeled texts, and fully fine-tune a fresh
    ``AutoModelForSequenceClassification`` of the same base model on them with
-   :func:`~nluforge.methods.prompt_based.soft_label_loss`, through the one training loop
+   :func:`~nluforge.distill.losses.kd_loss` (PET's soft cross-entropy up to a constant: the same gradient), through the one training loop
    (:func:`nluforge.train.fit`, ``loss_fn`` seam). That classifier becomes the run's model: it is saved
    (a plain ``save_pretrained`` folder), evaluated into ``metrics["trained"]`` and measured.
 
@@ -74,13 +74,15 @@ def load_unlabeled(cfg, method_cfg, spec, labeled) -> tuple[list[tuple[str, ...]
     return _from_train(cfg, method_cfg.unlabeled_from_train, labeled)
 
 
-def read_unlabeled_file(path: Path, spec, text_fields: list[str] | None = None) -> list[tuple[str, ...]]:
+def read_unlabeled_file(path: Path, spec, text_fields: list[str] | None = None, *,
+                        who: str = "prompt_based") -> list[tuple[str, ...]]:
     """Text columns of a CSV/TSV/JSONL file with a header, by the task's field names (or GLUE's columns,
-    or ``text_fields`` when given); any other column, a label included, is ignored."""
+    or ``text_fields`` when given); any other column, a label included, is ignored. ``who`` names the
+    option's owner in errors (``prompt_based``, ``distill``)."""
     from nluforge.tasks.tables import column, read_table
 
     if not path.is_file():
-        raise UserError(f"prompt_based: unlabeled_file not found: {path}; give a CSV/TSV/JSONL file with "
+        raise UserError(f"{who}: unlabeled_file not found: {path}; give a CSV/TSV/JSONL file with "
                         f"column(s) {', '.join(spec.text_fields)}")
     table = read_table(path)
     glue = spec.source.glue_columns if spec.source is not None else {}
@@ -154,16 +156,13 @@ def distill(state, teacher, teacher_fit, teacher_peak) -> Distilled:
 
 
 def _soft_targets(prep, teacher, unlabeled, temperature: float):
-    """The ensemble's ``softmax(logits / T)`` on the unlabeled set, (N, L), on the teacher's device."""
-    import torch
-
-    from nluforge.eval.predict import predict
+    """The ensemble's ``softmax(logits / T)`` on the unlabeled set, (N, L), on the teacher's device: the
+    soft-label machinery shared with ``distill`` runs (:mod:`nluforge.distill.soft`)."""
+    from nluforge.distill.soft import teacher_soft_labels
     from nluforge.experiments.stages import pad_id
-    from nluforge.methods.prompt_based import soft_labels
 
-    logits = predict(teacher, unlabeled, batch_size=prep.cfg.train.eval_batch_size, pad_id=pad_id(prep.tokenizer),
-                     regression=False)  # (N, L)
-    return soft_labels(torch.from_numpy(logits), temperature).to(next(teacher.parameters()).device)
+    return teacher_soft_labels(teacher, unlabeled, temperature, batch_size=prep.cfg.train.eval_batch_size,
+                               pad_id=pad_id(prep.tokenizer))
 
 
 def _train_student(state, unlabeled, targets):
@@ -171,10 +170,10 @@ def _train_student(state, unlabeled, targets):
     the run's one training stage with a soft-label ``loss_fn``."""
     import torch
 
+    from nluforge.distill.losses import kd_loss
     from nluforge.experiments.servable import distilled_classifier
     from nluforge.experiments.stages import eval_split_names_for_selection, split_metrics, train_stage
     from nluforge.methods import METHODS
-    from nluforge.methods.prompt_based import soft_label_loss
 
     prep = state.prep
     cfg, mc, spec = prep.cfg, prep.method_cfg, prep.spec
@@ -191,7 +190,7 @@ def _train_student(state, unlabeled, targets):
     def loss_fn(model, batch):  # batch["labels"] holds example indices into ``targets``
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (B, L)
         soft = targets[batch["labels"].to(targets.device)].to(logits.device)  # (B, L)
-        return soft_label_loss(logits, soft, mc.distill_temperature), logits
+        return kd_loss(logits, soft, mc.distill_temperature), logits  # PET's loss up to a constant: same gradient
 
     trained = train_stage(state, model=student, train=unlabeled, train_cfg=train_cfg, lr=lr, loss_fn=loss_fn,
                           evaluate=lambda m: split_metrics(prep, m, dev, first),

@@ -3,6 +3,7 @@
     prepare:  load → adapt                          (validates everything, writes nothing)
     execute:  train → [distill] → save → evaluate → [baselines] → [attack] → [audit] → measure
     derived:  load (the parent's servable model) → compress → save → evaluate → [attack] → [audit] → measure
+    distill:  load (teacher = the parent's model; students) → distill → save → evaluate → [attack] → [audit] → measure
 
 :func:`prepare` does everything that can fail because of the user's input and writes nothing: it first
 resolves every config section through its registry (method, optimizer, compress, attack, audit,
@@ -30,7 +31,7 @@ from pathlib import Path
 from nluforge.core.errors import UserError
 from nluforge.core.io import atomic_write_text
 from nluforge.core.runtime import barrier, is_main_process, seed_everything, set_threads
-from nluforge.experiments import derived
+from nluforge.experiments import derived, distillation
 from nluforge.experiments.config import RunConfig, read_run_config
 from nluforge.experiments.data import encode_splits, eval_split_names, load_data
 from nluforge.experiments.rundir import build_result, now, start_run_dir
@@ -202,8 +203,20 @@ DERIVED: tuple[Stage, ...] = (
 )
 
 
+DISTILLED: tuple[Stage, ...] = (
+    Stage("distill", distillation.distill_stage),
+    Stage("save", distillation.save_stage),
+    Stage("evaluate", _evaluate),
+    _ATTACK,
+    _AUDIT,
+    Stage("measure", distillation.measure_stage),
+)
+
+
 def stages_of(prep: Prepared) -> tuple[Stage, ...]:
-    return DERIVED if prep.parent is not None else TRAINED
+    if prep.parent is None:
+        return TRAINED
+    return DISTILLED if prep.distill is not None else DERIVED
 
 
 # ---- execute -----------------------------------------------------------------------------------------
@@ -272,7 +285,7 @@ def run_cell(cfg: RunConfig, results_dir: str | Path, *, progress: Progress | No
     A derived cell (one compress step) trains its parent first when the parent has no result yet. A
     config with several compress steps runs its parent, then each step's derived run.
     """
-    if len(cfg.compress) > 1:
+    if len(cfg.children()) > 1:
         parent = run_cell(cfg.parent(), results_dir, progress=progress, resume=resume, show_progress=show_progress)
         run_children(cfg, results_dir, progress=progress)
         return parent

@@ -76,7 +76,7 @@ def expand_steps(cells: Sequence[RunConfig]) -> list[RunConfig]:
     (grids are already expanded so; this covers configs built by hand). Order kept, duplicates dropped."""
     out: dict[str, RunConfig] = {}
     for cfg in cells:
-        for one in ([cfg.parent(), *cfg.children()] if len(cfg.compress) > 1 else [cfg]):
+        for one in ([cfg.parent(), *cfg.children()] if len(cfg.children()) > 1 else [cfg]):
             out.setdefault(one.run_id(), one)
     return list(out.values())
 

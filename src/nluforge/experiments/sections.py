@@ -35,6 +35,7 @@ class Sections:
     attack: list[Step] = field(default_factory=list)
     audit: list[Step] = field(default_factory=list)
     privacy: Step | None = None
+    distill: list[Step] = field(default_factory=list)  # Step("distill", student spec, DistillConfig)
 
 
 def resolve_sections(cfg: RunConfig) -> Sections:
@@ -46,11 +47,25 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     attack = [resolve_step(ATTACKS, "attack", s, f"attack[{i}]") for i, s in enumerate(cfg.attack)]
     audit = [resolve_step(AUDITS, "audit", s, f"audit[{i}]") for i, s in enumerate(cfg.audit)]
     privacy = resolve_named(PRIVACY, "privacy", cfg.privacy.method, cfg.privacy.params, "privacy")
+    distill = [resolve_distill(s, f"distill[{i}]") for i, s in enumerate(cfg.distill)]
     from nluforge.methods import method_config
 
     return Sections(method=method_config(cfg.method, cfg.method_params),
                     optimizer=resolve_optimizer(cfg.optimizer, cfg.optimizer_params),
-                    compress=compress, attack=attack, audit=audit, privacy=privacy)
+                    compress=compress, attack=attack, audit=audit, privacy=privacy, distill=distill)
+
+
+def resolve_distill(raw: Any, where: str) -> Step:
+    """A distill step ``{student: SPEC, <options>}`` as a typed :class:`~nluforge.distill.DistillConfig`."""
+    from collections.abc import Mapping
+
+    from nluforge.core.config import build
+    from nluforge.distill.config import DistillConfig
+
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{where} must be a mapping like {{student: layers:3, option: value}}, got {raw!r}")
+    config = build(DistillConfig, dict(raw), where=where)
+    return Step("distill", config.student, config)
 
 
 # set by the loop for every optimizer; not the user's to give in optimizer_params

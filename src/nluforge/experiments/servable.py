@@ -1,4 +1,4 @@
-"""The servable model of any finished run: every method's saved form, and derived (compressed) runs.
+"""The servable model of any finished run: every method's saved form, and derived (compressed, distilled) runs.
 
 :func:`load_servable` is the one way back from a run directory to a model that predicts: ``nluforge
 eval``, ``nluforge compress`` and derived runs all use it.
@@ -44,6 +44,17 @@ def read_run_result(run_dir: Path) -> RunResult | None:
     return read_result(run_dir) if (run_dir / "result.json").is_file() else None
 
 
+def finished_parent(parent_dir: Path):
+    """The parent's result; UserError unless it is a finished, completed run."""
+    result = read_run_result(parent_dir) if (parent_dir / "config.yaml").is_file() else None
+    if result is None:
+        raise UserError(f"{parent_dir} is not a finished run (no result.json); train it first")
+    if result.run_info.status != "completed":
+        raise UserError(f"parent run {parent_dir.name} {result.run_info.status}: {result.run_info.error}; "
+                        "fix and rerun it before deriving from it")
+    return result
+
+
 def load_servable(run_dir: str | Path, *, model_dir: str | Path | None = None) -> Servable:
     """Rebuild a finished run's model from its ``config.yaml`` and ``model/`` folder."""
     from nluforge.compress import is_compressed, load_compressed
@@ -56,12 +67,15 @@ def load_servable(run_dir: str | Path, *, model_dir: str | Path | None = None) -
     if not model_dir.is_dir():
         raise UserError(f"{run_dir} has no saved model (model/ is missing); did the run finish?")
     spec = get_task(cfg.task) if cfg.task != "custom" else custom_run_spec(run_dir, cfg, model_dir)
-    module = method_module(cfg.method)
-    method_cfg = method_config(cfg.method, cfg.method_params)
+    distilled = cfg.step_kind() == "distill"  # a distilled student is a plain, fully trained classifier
+    module = method_module("full" if distilled else cfg.method)
+    method_cfg = method_config("full", {}) if distilled else method_config(cfg.method, cfg.method_params)
     tokenizer = run_tokenizer(model_dir, cfg.model)
     compressed = is_compressed(model_dir)
     try:
-        if compressed:  # the parent's structure, freshly adapted, then the compressed weights over it
+        if distilled:
+            model = load_student(model_dir)
+        elif compressed:  # the parent's structure, freshly adapted, then the compressed weights over it
             model = load_compressed(model_dir, _structure(cfg, spec, module, method_cfg, tokenizer))
         else:
             model = _load_method_model(model_dir, cfg, spec, module, method_cfg, tokenizer)
@@ -125,3 +139,15 @@ def run_tokenizer(model_dir: Path, model: str):
         with quiet_transformers():
             return AutoTokenizer.from_pretrained(str(model_dir))
     return load_tokenizer(model)
+
+
+def load_student(model_dir: Path):
+    """A distilled run's saved student: a plain sequence classifier with its pooling re-applied."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nluforge.models.loading import quiet_transformers
+    from nluforge.models.pooling import restore_pooling
+
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    return restore_pooling(model)

@@ -25,6 +25,7 @@ class Prepared:
     unlabeled: list[tuple[str, ...]] | None = None  # prompt_based distill: texts to soft-label (PET)
     sections: Any = None  # nluforge.experiments.sections.Sections (typed method/optimizer/steps/privacy)
     parent: Any = None  # derived runs: nluforge.experiments.servable.Servable of the parent run
+    distill: Any = None  # distill derived runs: nluforge.experiments.distillation.Plan (students, options)
 
 
 @dataclass
