@@ -35,10 +35,11 @@ class Sections:
     attack: list[Step] = field(default_factory=list)
     audit: list[Step] = field(default_factory=list)
     privacy: Step | None = None
+    checkpoint_codec: Any = None  # the codec's typed config; None for 'none'
 
 
 def resolve_sections(cfg: RunConfig) -> Sections:
-    """Resolve and validate method, optimizer, compress, attack, audit and privacy; raise UserError."""
+    """Resolve and validate method, optimizer, compress, attack, audit, privacy and the checkpoint codec."""
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second
@@ -47,10 +48,12 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     audit = [resolve_step(AUDITS, "audit", s, f"audit[{i}]") for i, s in enumerate(cfg.audit)]
     privacy = resolve_named(PRIVACY, "privacy", cfg.privacy.method, cfg.privacy.params, "privacy")
     from nluforge.methods import method_config
+    from nluforge.train.codecs import resolve_codec
 
     return Sections(method=method_config(cfg.method, cfg.method_params),
                     optimizer=resolve_optimizer(cfg.optimizer, cfg.optimizer_params),
-                    compress=compress, attack=attack, audit=audit, privacy=privacy)
+                    compress=compress, attack=attack, audit=audit, privacy=privacy,
+                    checkpoint_codec=resolve_codec(cfg.train.checkpoint_codec, cfg.train.checkpoint_codec_params))
 
 
 # set by the loop for every optimizer; not the user's to give in optimizer_params
