@@ -279,3 +279,19 @@ def test_checkpoints_command_lists_steps_sizes_bits_and_chain(tmp_path):
     assert [r["reference"] for r in rows] == ["initial", "step-000002", "step-000004"]
     assert all(r["weights_mb"] < r["fp32_weights_mb"] / 4 for r in rows)
     assert all(sum(r["bits"].values()) == sum(rows[0]["bits"].values()) for r in rows)
+
+
+def test_grid_axis_over_checkpoint_codecs_is_checked_per_cell():
+    import yaml
+
+    from nluforge.experiments.grid import parse_grid
+
+    grid = {"base": {"task": "sst2"},
+            "grid": {"train": [{"checkpoint_codec": "none"},
+                               {"checkpoint_codec": "dynaquant", "checkpoint_codec_params": {"optimizer": "drop"}}]}}
+    cells = parse_grid(yaml.safe_load(yaml.safe_dump(grid))).cells()
+    assert [c.config.train.checkpoint_codec for c in cells] == ["none", "dynaquant"]
+    assert len({c.config.run_id() for c in cells}) == 2
+    grid["grid"]["train"].append({"checkpoint_codec": "dynaquantt"})
+    with pytest.raises(UserError, match=r"grid.train\[2\].*unknown checkpoint codec 'dynaquantt'"):
+        parse_grid(yaml.safe_load(yaml.safe_dump(grid)))
