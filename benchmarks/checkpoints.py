@@ -56,7 +56,10 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     extra = dict(kv.split("=", 1) for kv in args.codec_params.split(",") if kv)
     extra = {k: float(v) if "." in v else int(v) if v.isdigit() else v for k, v in extra.items()}
-    rows = [bench(name, args, extra) for name in args.settings]
+    rows = []
+    for name in args.settings:  # each row is dumped as soon as it is measured
+        rows.append(bench(name, args, extra))
+        dump({"machine": machine(), "args": vars(args), "rows": rows, "partial": True}, args.json)
     base = next((r for r in rows if r["setting"] == "none"), None)
     for r in rows:
         if base is not None:

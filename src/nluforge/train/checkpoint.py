@@ -246,6 +246,8 @@ def load_checkpoint(ckpt_dir: Path, model: nn.Module, optimizer, scheduler, hook
     restored = restore_weights(ckpt_dir, model, name)
     if codec is not None:
         codec.commit(name, restored)
+        if codec_state is not None and codec_state["codec"] == codec.name:
+            codec.resume_search(codec_state["weights"])
     if codec_state is None:
         tensors = _load_tensors(step_dir / OPTIMIZER)
         opt: dict[str, torch.Tensor] | None = {k: v for k, v in tensors.items() if not k.startswith("rng.")}

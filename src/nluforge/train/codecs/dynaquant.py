@@ -127,6 +127,12 @@ class DynaQuantCodec:
         """The checkpoint ``name`` is on disk: later ones delta against its reconstruction."""
         self.reference, self.reference_name = recon, name
 
+    def resume_search(self, meta: dict[str, Any]) -> None:
+        """After a restore, keep the restored checkpoint's widths until the next scheduled search."""
+        if meta.get("alloc") is not None:
+            self.alloc, self.since_search = dict(meta["alloc"]), int(meta.get("since_search", 0))
+            self.search_record = meta.get("search", {})
+
     def settings(self) -> dict[str, Any]:
         return {"codec": self.name, "params": asdict(self.cfg)}
 
@@ -146,7 +152,8 @@ class DynaQuantCodec:
             bits = self.alloc.get(group_of(name, self.cfg.groups), max(self.cfg.bits))
             recon[name], metas[name] = self._encode(name, w.detach().cpu(), self.reference[name], bits, blobs)
         meta = {"reference": self.reference_name, "base_hash": self.base_hash, "tensors": metas,
-                "search": self.search_record, "bits_histogram": _histogram(weights, metas)}
+                "search": self.search_record, "since_search": self.since_search, "alloc": self.alloc,
+                "bits_histogram": _histogram(weights, metas)}
         return blobs, meta, recon
 
     def decode_weights(self, blobs: Tensors, meta: dict[str, Any], reference: Tensors, where: str) -> Tensors:
