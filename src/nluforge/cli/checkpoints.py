@@ -18,7 +18,7 @@ def checkpoints(run: Path = typer.Argument(..., help="A run directory (or its ch
 
     from nluforge.train.checkpoint import describe_checkpoints
 
-    ckpt_dir = run if run.name == "checkpoints" else run / "checkpoints"
+    ckpt_dir = run if run.name == "checkpoints" or (run / "latest").is_file() else run / "checkpoints"
     if not ckpt_dir.is_dir() or not any(ckpt_dir.glob("step-*")):
         raise UserError(f"{run} has no checkpoints (checkpoints/ is missing or empty); train with "
                         "--set train.keep_checkpoints=true to keep them after a run completes")

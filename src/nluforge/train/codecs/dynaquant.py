@@ -144,17 +144,39 @@ class DynaQuantCodec:
         if self.alloc is None or self.since_search >= self.cfg.research_every:
             self.alloc = self._search(weights, calib_loss)
             self.since_search = 0
+        blobs, metas, recon = self._encode_all(weights)
+        if self.since_search > 0 and calib_loss is not None and self._over_budget(weights, recon, calib_loss):
+            # between searches the deltas grow (a pruned group's delta accumulates): when the reused widths
+            # break the budget, search again now (departure: the paper re-searches on a fixed interval)
+            self.alloc = self._search(weights, calib_loss)
+            self.since_search = 0
+            blobs, metas, recon = self._encode_all(weights)
         self.since_search += 1
+        meta = {"reference": self.reference_name, "base_hash": self.base_hash, "tensors": metas,
+                "search": self.search_record, "since_search": self.since_search, "alloc": self.alloc,
+                "bits_histogram": _histogram(weights, metas)}
+        return blobs, meta, recon
+
+    def _encode_all(self, weights: Tensors) -> tuple[Tensors, dict[str, Any], Tensors]:
         blobs: Tensors = {}
         metas: dict[str, Any] = {}
         recon: Tensors = {}
         for name, w in weights.items():
             bits = self.alloc.get(group_of(name, self.cfg.groups), max(self.cfg.bits))
             recon[name], metas[name] = self._encode(name, w.detach().cpu(), self.reference[name], bits, blobs)
-        meta = {"reference": self.reference_name, "base_hash": self.base_hash, "tensors": metas,
-                "search": self.search_record, "since_search": self.since_search, "alloc": self.alloc,
-                "bits_histogram": _histogram(weights, metas)}
-        return blobs, meta, recon
+        return blobs, metas, recon
+
+    def _over_budget(self, weights: Tensors, recon: Tensors, calib_loss: Callable[[], float]) -> bool:
+        """Whether the reconstruction's calibration loss exceeds the exact weights' by more than the budget."""
+        exact = {n: w.detach().clone() for n, w in weights.items()}
+        base = calib_loss()
+        with torch.no_grad():
+            for n, w in weights.items():
+                w.copy_(recon[n])
+            lossy = calib_loss()
+            for n, w in weights.items():
+                w.copy_(exact[n])
+        return lossy - base > self.cfg.loss_budget * base
 
     def decode_weights(self, blobs: Tensors, meta: dict[str, Any], reference: Tensors, where: str) -> Tensors:
         out = {}
