@@ -27,7 +27,8 @@ def _root() -> None:
     """nluforge: which way of adapting my encoder gives the best accuracy for what I can afford?"""
 
 
-_COMMANDS = ["train", "evaluate", "predict", "listing", "report", "bench", "compress", "distill"]
+_COMMANDS = ["train", "evaluate", "predict", "listing", "report", "bench", "compress", "distill",
+             "checkpoints"]
 
 
 def _load_commands() -> None:

@@ -40,6 +40,9 @@ def evaluate(
     rank: int = typer.Option(None, "--rank", help="DyLoRA: evaluate at rank k <= r."),
     batch_size: int = typer.Option(64, help="Evaluation batch size."),
     output: Path = typer.Option(None, "--output", help="Also write the metrics to this JSON file."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="Evaluate the run's training checkpoint "
+                                   "(step-000200, 200 or latest; compressed ones are decoded) instead of "
+                                   "its final model; the record name gets the step appended."),
 ) -> None:
     """Evaluate a finished run or a model, print the metrics, and record them under RUN/evals/."""
     from nluforge.cli.targets import open_target
@@ -59,7 +62,9 @@ def evaluate(
         jobs = [_file_job(t, eval_file, text_fields, label_field, group_field, mapping_given, name)]
     else:
         jobs = _task_jobs(t, task, split, data_dir, advglue_file, max_eval_samples, mapping_given, name)
-    records = _run(t, jobs, rank, batch_size)
+    if checkpoint is not None and t.run_dir is None:
+        raise UserError("--checkpoint needs a run directory (one trained with checkpoints kept)")
+    records = _run(t, jobs, rank, batch_size, checkpoint)
     for record in records:
         _print(record)
     if t.run_dir is not None:
@@ -181,13 +186,21 @@ def _check_producible(mapping, labels, where: str) -> None:
                         "map a model label onto them with --label-map")
 
 
-def _run(t, jobs: list[_Job], rank, batch_size) -> list[dict]:
+def _run(t, jobs: list[_Job], rank, batch_size, checkpoint: str | None = None) -> list[dict]:
     from nluforge.cli.targets import load_target_model
     from nluforge.eval.predict import predict_texts, to_predictions
     from nluforge.eval.records import eval_record
     from nluforge.eval.scoring import group_metrics, score
 
-    tokenizer, model = load_target_model(t, rank=rank)
+    if checkpoint is not None:
+        from nluforge.experiments.checkpoints import model_at_checkpoint
+
+        tokenizer, model, step_name = model_at_checkpoint(t.run_dir, t.cfg, t.spec, checkpoint)
+        for job in jobs:
+            job.name = f"{job.name}-{step_name}"
+            job.source = {**job.source, "checkpoint": step_name}
+    else:
+        tokenizer, model = load_target_model(t, rank=rank)
     regression = t.spec.is_regression
     records = []
     for job in jobs:

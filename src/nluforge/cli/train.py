@@ -32,6 +32,9 @@ def train(
     batch_size: int = typer.Option(None, help="Training batch size (default 32)."),
     eval_every: int = typer.Option(None, help="Evaluate every N steps (default: once per epoch)."),
     seed: int = typer.Option(None, help="Random seed (default 42)."),
+    checkpoint_codec: str = typer.Option(None, "--checkpoint-codec", help="Compress training checkpoints: "
+                                         "none (default) or dynaquant; options with --set "
+                                         "train.checkpoint_codec_params.KEY=VALUE."),
     params: list[str] = Param,
     sets: list[str] = Set,
     output_dir: Path = typer.Option(Path("runs"), "--output-dir", "-o", help="Where run directories go."),
@@ -47,7 +50,7 @@ def train(
              "data.label_field": label_field, "data.max_train_samples": max_train_samples,
              "data.k_shot": k_shot, "data.max_length": max_length, "train.epochs": epochs,
              "train.max_steps": max_steps, "train.lr": lr, "train.batch_size": batch_size,
-             "train.eval_every": eval_every}
+             "train.eval_every": eval_every, "train.checkpoint_codec": checkpoint_codec}
     cfg = resolve(config_layers(config, flags, params, sets))
     run_dir = output_dir / cfg.parent().run_id()  # compress steps: derived runs beside it, afterwards
     if resume and not (run_dir / "checkpoints").is_dir():

@@ -36,10 +36,11 @@ class Sections:
     audit: list[Step] = field(default_factory=list)
     privacy: Step | None = None
     distill: list[Step] = field(default_factory=list)  # Step("distill", student spec, DistillConfig)
+    checkpoint_codec: Any = None  # the codec's typed config; None for 'none'
 
 
 def resolve_sections(cfg: RunConfig) -> Sections:
-    """Resolve and validate method, optimizer, compress, attack, audit and privacy; raise UserError."""
+    """Resolve and validate method, optimizer, compress, attack, audit, privacy and the checkpoint codec."""
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second
@@ -49,10 +50,12 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     privacy = resolve_named(PRIVACY, "privacy", cfg.privacy.method, cfg.privacy.params, "privacy")
     distill = [resolve_distill(s, f"distill[{i}]") for i, s in enumerate(cfg.distill)]
     from nluforge.methods import method_config
+    from nluforge.train.codecs import resolve_codec
 
     return Sections(method=method_config(cfg.method, cfg.method_params),
                     optimizer=resolve_optimizer(cfg.optimizer, cfg.optimizer_params),
-                    compress=compress, attack=attack, audit=audit, privacy=privacy, distill=distill)
+                    compress=compress, attack=attack, audit=audit, privacy=privacy, distill=distill,
+                    checkpoint_codec=resolve_codec(cfg.train.checkpoint_codec, cfg.train.checkpoint_codec_params))
 
 
 def resolve_distill(raw: Any, where: str) -> Step:

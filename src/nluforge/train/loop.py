@@ -183,8 +183,12 @@ def fit(
     n_steps = total_steps(cfg, len(train), world)
     state = LoopState()
     torch.manual_seed(seed)
+    codec = _checkpoint_codec(cfg, accelerator.unwrap_model(model)) if checkpoint_dir is not None else None
+    calib_loss = _calibration_loss(model, train, sampler, seed, pad_id, regression, batch_transform,
+                                   accelerator.device, loss_fn, codec)
     if resume and checkpoint_dir is not None:
-        restored = ckpt.load_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, hooks)
+        restored = ckpt.load_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, hooks,
+                                        codec=codec)
         state = LoopState.from_json(restored) if restored is not None else state
     ctx = StepContext(optimizer=optimizer, accelerator=accelerator, loss_fn=loss_fn, hooks=hooks,
                       grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm, seed=seed)
@@ -223,7 +227,7 @@ def fit(
         if checkpoint_dir is not None and main:  # one writer; the other processes hold the same state
             state.train_time_s = time.perf_counter() - t_start
             ckpt.save_checkpoint(checkpoint_dir, state.step, accelerator.unwrap_model(model), optimizer,
-                                 scheduler, state.to_json(), hooks)
+                                 scheduler, state.to_json(), hooks, codec=codec, calib_loss=calib_loss)
 
     done = state.step >= n_steps or state.stopped_early
     while not done:
@@ -279,6 +283,40 @@ def fit(
     return FitResult(steps=state.step, train_time_s=train_time, examples_seen=state.examples,
                      examples_per_s=state.examples / max(train_time, 1e-9), best_metric=state.best,
                      best_step=state.best_step, stopped_early=state.stopped_early, history=state.history)
+
+
+def _checkpoint_codec(cfg, model: nn.Module):
+    """This run's checkpoint codec (``train.checkpoint_codec``), attached to the initial weights; or None."""
+    from nluforge.train.codecs import make_codec
+
+    codec = make_codec(getattr(cfg, "checkpoint_codec", "none"), getattr(cfg, "checkpoint_codec_params", None))
+    if codec is not None:
+        codec.attach(ckpt.trainable_state(model))
+    return codec
+
+
+def _calibration_loss(model, train: Encoded, sampler: Sampler, seed: int, pad_id: int, regression: bool,
+                      transform, device, loss_fn, codec) -> Callable[[], float] | None:
+    """The loss a codec's sensitivity search measures: fixed training batches, eval mode, no RNG used.
+
+    The batches are the first ``calib_batches`` of an epoch drawn with another seed, so they do not
+    depend on where training stands (the loop sees no dev set; see the codec's docstring).
+    """
+    n = getattr(getattr(codec, "cfg", None), "calib_batches", 0)
+    if not n:
+        return None
+    idx = [b for b in sampler(seed + 104_729, 0) if b][:n]
+    batches = [_load(train, b, pad_id, regression, transform, device) for b in idx]
+
+    def calib_loss() -> float:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            total = sum(float(loss_fn(model, batch)[0]) for batch in batches)
+        model.train(was_training)
+        return total / len(batches)
+
+    return calib_loss
 
 
 def _default_sampler(train: Encoded, cfg) -> LengthGroupedSampler:
