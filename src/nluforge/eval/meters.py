@@ -25,6 +25,7 @@ class PeakMemory:
         self.device = device
         self.interval_s = interval_s
         self.mb = 0.0
+        self.start_mb = 0.0  # what was in use when the block started (allocated on CUDA, RSS on CPU)
         self.kind = "cuda_max_allocated" if device.type == "cuda" else "process_rss"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -32,9 +33,10 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
         else:
             self._proc = psutil.Process()
-            self.mb = self._proc.memory_info().rss / 2**20
+            self.mb = self.start_mb = self._proc.memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self

@@ -48,8 +48,11 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     privacy = resolve_named(PRIVACY, "privacy", cfg.privacy.method, cfg.privacy.params, "privacy")
     from nluforge.methods import method_config
 
-    return Sections(method=method_config(cfg.method, cfg.method_params),
-                    optimizer=resolve_optimizer(cfg.optimizer, cfg.optimizer_params),
+    optimizer = resolve_optimizer(cfg.optimizer, cfg.optimizer_params)
+    from nluforge.optim import check_combination
+
+    check_combination(optimizer.name, cfg.method, grad_accum=cfg.train.grad_accum, privacy=privacy is not None)
+    return Sections(method=method_config(cfg.method, cfg.method_params), optimizer=optimizer,
                     compress=compress, attack=attack, audit=audit, privacy=privacy)
 
 
