@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO, make_tiny
+from test_cli import assert_user_error, cli, write_sst2
 from test_methods_contract import Case
 from test_train_loop import assert_same_weights, run, synthetic
 
@@ -259,3 +261,51 @@ def test_mezo_n_spsa_averages_directions_regenerated_from_their_seeds():
     assert torch.allclose(w.detach(), start - 0.1 * expected, atol=1e-4)
     assert w.grad is None and opt.param_groups[0]["zo_step"] == 1
     assert F.cosine_similarity(start - w.detach(), 2 * start, dim=0) > 0  # a descent direction on average
+
+
+def test_the_8bit_backend_that_ran_is_recorded():
+    opt = build_optimizer("adamw8bit", tiny("adamw8bit"), lr=1e-3, weight_decay=0.0)
+    assert opt.nluforge_info["backend"] == "bitsandbytes" and type(opt).__module__.startswith("bitsandbytes")
+    ao = build_optimizer("adamw8bit", tiny("adamw8bit"), lr=1e-3, weight_decay=0.0, backend="torchao")
+    assert ao.nluforge_info["backend"] == "torchao" and type(ao).__module__.startswith("torchao")
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_args(tiny_model_dir, tmp_path):
+    data = write_sst2(tmp_path / "glue")
+    return ["--task", "sst2", "--model", str(tiny_model_dir("bert")), "--data-dir", str(data),
+            "-o", str(tmp_path / "runs"), "--set", "eval.advglue=false"]
+
+
+@pytest.mark.parametrize("optim,params", [("mezo", ["n_samples=2"]), ("adahessian", [])])
+def test_train_with_optim_records_the_optimizer_and_its_memory(cli_args, optim, params):
+    extra = [a for p in params for a in ("--optim-param", p)]
+    proc = cli("train", *cli_args, "--optim", optim, *extra, "--max-steps", "6", "--batch-size", "16",
+               "--set", "eval.latency=false", "--set", "eval.baselines=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["run_info"]["status"] == "completed" and result["config"]["optimizer"] == optim
+    cost, train_meta = result["cost"], result["meta"]["train"]
+    assert train_meta["optimizer"]["name"] == optim and train_meta["steps"] == 6
+    assert cost["memory_weights_mb"] > 0 and cost["memory_split_kind"] == "process_rss"
+    if optim == "mezo":
+        assert train_meta["optimizer"]["n_samples"] == 2
+        assert cost["optimizer_state_mb"] == 0 and cost["memory_gradients_mb"] == 0
+    else:  # it completed, so the pipeline loaded eager attention (SDPA has no double backward on CPU)
+        assert cost["optimizer_state_mb"] == pytest.approx(2 * cost["memory_gradients_mb"], rel=0.01)
+        assert any("max_grad_norm" in n for n in result["meta"]["notes"])
+
+
+def test_optimizer_errors_on_the_command_line(cli_args):
+    assert_user_error(cli("train", *cli_args, "--optim", "adamw9bit"), "unknown optimizer", "adamw8bit")
+    assert_user_error(cli("train", *cli_args, "--optim", "galore", "--method", "lora"),
+                      "optimizer 'galore' does not apply to method 'lora'")
+    listing = cli("optimizers")
+    assert listing.returncode == 0
+    for name in OPTIMIZERS.names():
+        assert name in listing.stdout
+    assert "Malladi" in listing.stdout and "Dettmers" in listing.stdout
