@@ -309,3 +309,20 @@ def test_optimizer_errors_on_the_command_line(cli_args):
     for name in OPTIMIZERS.names():
         assert name in listing.stdout
     assert "Malladi" in listing.stdout and "Dettmers" in listing.stdout
+
+
+def test_the_training_peak_leaves_out_evaluations_between_steps():
+    from nluforge.eval.meters import PeakMemory
+
+    with PeakMemory(torch.device("cpu"), interval_s=0.005) as peak:
+        with peak.paused():
+            big = torch.ones(64 * 2**20 // 4)  # 64 MB held only while paused (an evaluation)
+            time.sleep(0.05)
+            del big
+        time.sleep(0.05)
+    assert peak.mb - peak.start_mb < 32
+    with PeakMemory(torch.device("cpu"), interval_s=0.005) as counted:
+        big = torch.ones(64 * 2**20 // 4)
+        time.sleep(0.05)
+        del big
+    assert counted.mb - counted.start_mb > 48

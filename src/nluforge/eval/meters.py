@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import torch
@@ -28,6 +29,8 @@ class PeakMemory:
         self.start_mb = 0.0  # what was in use when the block started (allocated on CUDA, RSS on CPU)
         self.kind = "cuda_max_allocated" if device.type == "cuda" else "process_rss"
         self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._carry = 0.0  # CUDA: the peak before the last pause
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
@@ -43,11 +46,29 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+            if not self._paused.is_set():
+                self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+    @contextmanager
+    def paused(self):
+        """Leave a block out of the peak: the evaluations a training run makes between its steps."""
+        if self.device.type == "cuda":
+            self._carry = max(self._carry, torch.cuda.max_memory_allocated(self.device) / 2**20)
+            try:
+                yield
+            finally:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+        self._paused.set()
+        try:
+            yield
+        finally:
+            self._paused.clear()
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
-            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.mb = max(self._carry, torch.cuda.max_memory_allocated(self.device) / 2**20)
             return
         self._stop.set()
         if self._thread is not None:

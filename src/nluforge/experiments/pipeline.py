@@ -123,6 +123,9 @@ def _train(state: RunState) -> None:
     if t.memory is not None:  # the optimizer that ran (its backend) and the training memory by part
         state.meta["train"]["optimizer"] = {"name": state.cfg.optimizer, **t.memory.pop("optimizer")}
         state.meta["train"]["memory"] = t.memory
+    evals = [h for h in t.fit.history if "step" in h]  # the dev metric per evaluation (e.g. MeZO's curve)
+    if len(evals) > 1:
+        state.meta["train"]["history"] = evals
     prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
     if prefit:
         state.meta["train"]["prefit"] = prefit[0]

@@ -88,10 +88,17 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
     checkpoint_dir = checkpoint_dir or state.run_dir / "checkpoints"
     extra = log_fields or {}
     log_fh = open(state.run_dir / LOG_FILE, "a", encoding="utf-8") if is_main_process() else None
+    peak = PeakMemory(device)
+    selection = evaluate
+
+    def evaluate_between_steps(m):  # left out of the training peak: it is the model's eval-time memory
+        with peak.paused():
+            return selection(m)
+
     try:
-        with PeakMemory(device) as peak:
+        with peak:
             result = fit(model, train, cfg=train_cfg, seed=cfg.seed, optimizer=optimizer, scheduler=scheduler,
-                         pad_id=pad_id(prep.tokenizer), accelerator=acc, evaluate=evaluate,
+                         pad_id=pad_id(prep.tokenizer), accelerator=acc, evaluate=evaluate_between_steps,
                          primary=prep.spec.primary_metric, checkpoint_dir=checkpoint_dir, resume=state.resume,
                          hooks=hooks, log=_logger(log_fh, extra), show_progress=state.show_progress, **seams)
     finally:

@@ -62,7 +62,7 @@ _SELF_TRAINED = {"linear_probe": "linear_probe fits its head in closed form, wit
 _GRADIENT_HOOKS = "AdaLoRA's rank allocation scores the gradients and adds its penalty with its own backward"
 
 
-@OPTIMIZERS.register("adamw", summary="AdamW (Loshchilov & Hutter 2019), torch implementation",
+@OPTIMIZERS.register("adamw", summary="AdamW, torch (fused where it applies)",
                      paper="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization",
                      state_per_param="8 B (two fp32 moments)", update_step=None, not_for={})
 def adamw(model: nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -77,27 +77,24 @@ def adamw(model: nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999
 
 
 OPTIMIZERS.register("adamw8bit", "nluforge.optim.adamw8bit:adamw8bit",
-                    summary="AdamW with block-wise 8-bit moments (bitsandbytes, else torchao)",
+                    summary="AdamW, 8-bit block-wise moments",
                     paper="Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization",
                     state_per_param="2 B (two uint8 moments + one fp32 absmax per 256-block); fp32 for "
                                     "tensors under 4096 elements", update_step=None, not_for=_SELF_TRAINED)
 OPTIMIZERS.register("galore", "nluforge.optim.galore:galore",
-                    summary="AdamW on gradients projected to rank r (galore-torch); embeddings, 1-D "
-                            "parameters and small matrices stay on AdamW",
+                    summary="AdamW on rank-r projected gradients",
                     paper="Zhao et al. 2024, GaLore: Memory-Efficient LLM Training by Gradient Low-Rank "
                           "Projection",
                     state_per_param="8·r/min(m,n) B on projected m×n matrices (+ an r×min(m,n) "
                                     "projection); 8 B on the rest", update_step=None, not_for=_SELF_TRAINED)
 OPTIMIZERS.register("adahessian", "nluforge.optim.adahessian:adahessian",
-                    summary="Adam-style steps on the Hutchinson estimate of the Hessian diagonal "
-                            "(torch-optimizer); backward with create_graph, eager attention",
+                    summary="Adam on a Hutchinson Hessian diagonal",
                     paper="Yao et al. 2021, ADAHESSIAN: An Adaptive Second Order Optimizer for Machine "
                           "Learning", state_per_param="8 B (gradient and Hessian-diagonal moments)",
                     update_step="second_order", attn_implementation="eager",
                     not_for={**_SELF_TRAINED, "adalora": _GRADIENT_HOOKS})
 OPTIMIZERS.register("mezo", "nluforge.optim.mezo:mezo",
-                    summary="zeroth-order SPSA with the in-place seed trick: two forwards a step, no "
-                            "backward, no gradients, no state",
+                    summary="zeroth-order SPSA, two forwards a step",
                     paper="Malladi et al. 2023, Fine-Tuning Language Models with Just Forward Passes",
                     state_per_param="0 B (a seed and a step counter)", update_step="zeroth_order",
                     not_for={**_SELF_TRAINED, "adalora": _GRADIENT_HOOKS})

@@ -42,7 +42,9 @@ class RunInfo:
 class Cost:
     total_params: int | None = None
     trainable_params: int | None = None
-    peak_memory_mb: float | None = None  # training peak: CUDA max allocated on GPU, process RSS on CPU
+    # training peak: CUDA max allocated on GPU, process RSS on CPU; the dev evaluations made during
+    # training are left out (since #14; before, an evaluation's batches could set the peak)
+    peak_memory_mb: float | None = None
     peak_memory_kind: str | None = None  # "cuda_max_allocated" | "process_rss"
     train_time_s: float | None = None
     train_examples_per_s: float | None = None
