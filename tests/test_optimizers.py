@@ -326,3 +326,18 @@ def test_the_training_peak_leaves_out_evaluations_between_steps():
         time.sleep(0.05)
         del big
     assert counted.mb - counted.start_mb > 48
+
+
+def test_optimizer_is_a_grid_axis_and_each_cell_resolves_its_options():
+    from nluforge.experiments.grid import expand, parse_grid
+    from nluforge.experiments.sections import resolve_sections
+
+    grid = parse_grid({"version": 1, "base": {"task": "sst2"},
+                       "grid": {"optimizer": ["adamw", {"name": "mezo", "params": {"n_samples": 2}},
+                                              {"name": "galore", "params": {"rank": 16}}],
+                                "method": ["full", "lora"]}})
+    cells = expand(grid)
+    got = {(c.config.optimizer, c.config.method): c.config.optimizer_params for c in cells}
+    assert got[("mezo", "lora")] == {"n_samples": 2} and got[("galore", "full")] == {"rank": 16}
+    assert len({c.run_id for c in cells}) == 6
+    assert resolve_sections(cells[2].config).optimizer.params == {"n_samples": 2}
