@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mezo-eval-every", type=int, default=2000)
     parser.add_argument("--no-sweep", action="store_true", help="use DEFAULT_LRS instead of a sweep")
     parser.add_argument("--sweep-train", type=int, default=2000)
+    parser.add_argument("--extra-lr", action="append", default=[], metavar="OPT/METHOD=LR",
+                        help="also train this pair at this lr in the main part (repeatable); the best "
+                             "dev accuracy per pair is the one the checks use")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", default=None)
     parser.add_argument("--inference-probe", default=None, help=argparse.SUPPRESS)  # internal: one process
@@ -225,9 +228,13 @@ def main() -> None:
     work = Path(args.work_dir)
     pairs = [(o, m) for o in args.optimizers.split(",") for m in args.methods.split(",")]
     lrs = sweep(args, work, pairs)
-    cells = [cell(args, o, m, lrs["lrs"].get(f"{o}/{m}", DEFAULT_LRS[o, m]), args.n_train,
-                  steps=args.mezo_steps if o == "mezo" else None,
-                  eval_every=args.mezo_eval_every if o == "mezo" else None) for o, m in pairs]
+    runs = [(o, m, lrs["lrs"].get(f"{o}/{m}", DEFAULT_LRS[o, m])) for o, m in pairs]
+    for extra in args.extra_lr:
+        pair, _, lr = extra.partition("=")
+        o, _, m = pair.partition("/")
+        runs.append((o, m, float(lr)))
+    cells = [cell(args, o, m, lr, args.n_train, steps=args.mezo_steps if o == "mezo" else None,
+                  eval_every=args.mezo_eval_every if o == "mezo" else None) for o, m, lr in runs]
     found = run_cells(cells, work / "main")
     rows = [row(c, found[c.run_id()]) for c in cells]
     refs = {m: inference(args, m, work) for m in args.methods.split(",")}
@@ -245,7 +252,11 @@ def main() -> None:
 
 
 def summarize(rows: list[dict], refs: dict) -> dict:
-    by = {(r["optimizer"], r["method"]): r for r in rows if r.get("status") == "completed"}
+    by: dict = {}
+    for r in rows:  # per pair, the lr with the best dev accuracy
+        key = (r["optimizer"], r["method"])
+        if r.get("status") == "completed" and (key not in by or r.get("acc", 0) > by[key].get("acc", 0)):
+            by[key] = r
     checks: dict = {}
     for m in METHODS:
         base = by.get(("adamw", m))

@@ -284,7 +284,7 @@ def cli_args(tiny_model_dir, tmp_path):
 def test_train_with_optim_records_the_optimizer_and_its_memory(cli_args, optim, params):
     extra = [a for p in params for a in ("--optim-param", p)]
     proc = cli("train", *cli_args, "--optim", optim, *extra, "--max-steps", "6", "--batch-size", "16",
-               "--set", "eval.latency=false", "--set", "eval.baselines=false")
+               "--set", "eval.latency=false", "--set", "eval.baselines=false", "--set", "train.log_every=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     result = json.loads((run_dir / "result.json").read_text())
@@ -292,6 +292,9 @@ def test_train_with_optim_records_the_optimizer_and_its_memory(cli_args, optim, 
     cost, train_meta = result["cost"], result["meta"]["train"]
     assert train_meta["optimizer"]["name"] == optim and train_meta["steps"] == 6
     assert cost["memory_weights_mb"] > 0 and cost["memory_split_kind"] == "process_rss"
+    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "train"]
+    assert losses and all(isinstance(v, float) for v in losses)  # through accelerate's optimizer wrapper too
     if optim == "mezo":
         assert train_meta["optimizer"]["n_samples"] == 2
         assert cost["optimizer_state_mb"] == 0 and cost["memory_gradients_mb"] == 0

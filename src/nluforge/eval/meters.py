@@ -64,6 +64,7 @@ class PeakMemory:
         try:
             yield
         finally:
+            _trim_heap()  # what the block freed but the allocator kept would otherwise count as training's
             self._paused.clear()
 
     def __exit__(self, *exc) -> None:
@@ -74,6 +75,18 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS shows what is live."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim with
+            pass
 
 
 @torch.inference_mode()

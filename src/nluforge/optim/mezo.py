@@ -63,6 +63,7 @@ class MeZO(torch.optim.Optimizer):
                     "zo_step": 0}
         super().__init__(params, defaults)
         self.last_projected_grads: list[float] = []
+        self.last_loss: torch.Tensor | None = None
 
     def _params(self):
         for group in self.param_groups:
@@ -107,7 +108,8 @@ class MeZO(torch.optim.Optimizer):
         for group in self.param_groups:
             group["zo_step"] = t + 1
         self.last_projected_grads = grads
-        return torch.tensor(sum(losses) / n)
+        self.last_loss = torch.tensor(sum(losses) / n)  # the mean of the perturbed losses
+        return self.last_loss
 
 
 def mezo(model: nn.Module, *, lr: float, weight_decay: float, eps: float = 1e-3, n_samples: int = 1,

@@ -72,11 +72,11 @@ def zeroth_order_update_step(model: nn.Module, batch: Batch | None, ctx: StepCon
 
     try:
         with torch.no_grad():
-            loss = ctx.optimizer.step(closure)
+            ctx.optimizer.step(closure)  # accelerate's wrapper returns nothing: the loss is kept on the optimizer
     finally:
         model.train(training)
     _call_hook(ctx.hooks, "after_step", ctx.step)
-    return loss
+    return getattr(ctx.optimizer, "optimizer", ctx.optimizer).last_loss
 
 
 UPDATE_STEPS: dict[str | None, UpdateStep] = {None: default_update_step, "second_order": second_order_update_step,
