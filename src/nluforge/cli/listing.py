@@ -1,4 +1,4 @@
-"""``nluforge tasks``, ``nluforge methods`` and ``nluforge compressors``: what is registered, one line each."""
+"""``nluforge tasks``, ``nluforge methods``, ``nluforge optimizers`` and ``nluforge compressors``: what is registered, one line each."""
 
 from __future__ import annotations
 
@@ -36,6 +36,27 @@ def methods() -> None:
         table.add_row(entry.name, entry.meta["paper"], entry.summary, f"{entry.meta['default_lr']:g}")
     Console().print(table)
     typer.echo("options: `nluforge train --method NAME -p key=value`; see README for each method's keys")
+
+
+@app.command()
+def optimizers() -> None:
+    """List the optimizers with their papers and optimizer-state size per parameter (claimed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nluforge.optim import OPTIMIZERS
+
+    table = Table("optimizer", "paper", "state per parameter", "needs", "summary", box=None)
+    for entry in OPTIMIZERS.entries():
+        needs = {"second_order": "backward with create_graph", "zeroth_order": "forward passes only"}
+        wants = [needs[k] for k in [entry.meta.get("update_step")] if k]
+        if entry.meta.get("attn_implementation"):
+            wants.append(f"{entry.meta['attn_implementation']} attention")
+        table.add_row(entry.name, entry.meta["paper"], entry.meta["state_per_param"], ", ".join(wants) or "-",
+                      entry.summary)
+    Console().print(table)
+    typer.echo("options: `nluforge train --optim NAME --optim-param key=value`; each run records "
+               "cost.optimizer_state_mb and the peak memory by part")
 
 
 @app.command()

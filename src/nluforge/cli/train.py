@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from nluforge.cli.app import app, fail
-from nluforge.cli.options import DataDir, Param, Set, config_layers
+from nluforge.cli.options import DataDir, Optim, OptimParam, Param, Set, config_layers
 
 
 @app.command()
@@ -36,6 +36,8 @@ def train(
                                          "none (default) or dynaquant; options with --set "
                                          "train.checkpoint_codec_params.KEY=VALUE."),
     params: list[str] = Param,
+    optim: str = Optim,
+    optim_params: list[str] = OptimParam,
     sets: list[str] = Set,
     output_dir: Path = typer.Option(Path("runs"), "--output-dir", "-o", help="Where run directories go."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
@@ -50,8 +52,8 @@ def train(
              "data.label_field": label_field, "data.max_train_samples": max_train_samples,
              "data.k_shot": k_shot, "data.max_length": max_length, "train.epochs": epochs,
              "train.max_steps": max_steps, "train.lr": lr, "train.batch_size": batch_size,
-             "train.eval_every": eval_every, "train.checkpoint_codec": checkpoint_codec}
-    cfg = resolve(config_layers(config, flags, params, sets))
+             "train.eval_every": eval_every, "train.checkpoint_codec": checkpoint_codec, "optimizer": optim}
+    cfg = resolve(config_layers(config, flags, params, sets, optim_params))
     run_dir = output_dir / cfg.parent().run_id()  # compress steps: derived runs beside it, afterwards
     if resume and not (run_dir / "checkpoints").is_dir():
         fail(f"nothing to resume: {run_dir} has no checkpoints; run again without --resume")
@@ -95,4 +97,8 @@ def _print_result(result, run_dir: Path) -> None:
     console.print(f"trainable {c.trainable_params:,} / {c.total_params:,} params · "
                   f"{c.train_examples_per_s:.1f} train ex/s · peak {c.peak_memory_mb:.0f} MB · "
                   f"latency {c.latency_ms_bs1} ms (bs1) · model {c.model_size_mb:.1f} MB")
+    if c.optimizer_state_mb is not None:
+        console.print(f"optimizer state {c.optimizer_state_mb:.1f} MB · peak split: weights "
+                      f"{c.memory_weights_mb:.0f}, gradients {c.memory_gradients_mb:.0f}, activations "
+                      f"{c.memory_activations_mb:.0f} MB ({c.memory_split_kind})")
     typer.echo(str(run_dir))

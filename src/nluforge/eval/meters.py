@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import torch
@@ -25,32 +26,67 @@ class PeakMemory:
         self.device = device
         self.interval_s = interval_s
         self.mb = 0.0
+        self.start_mb = 0.0  # what was in use when the block started (allocated on CUDA, RSS on CPU)
         self.kind = "cuda_max_allocated" if device.type == "cuda" else "process_rss"
         self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._carry = 0.0  # CUDA: the peak before the last pause
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
         else:
             self._proc = psutil.Process()
-            self.mb = self._proc.memory_info().rss / 2**20
+            self.mb = self.start_mb = self._proc.memory_info().rss / 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+            if not self._paused.is_set():
+                self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+    @contextmanager
+    def paused(self):
+        """Leave a block out of the peak: the evaluations a training run makes between its steps."""
+        if self.device.type == "cuda":
+            self._carry = max(self._carry, torch.cuda.max_memory_allocated(self.device) / 2**20)
+            try:
+                yield
+            finally:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+        self._paused.set()
+        try:
+            yield
+        finally:
+            _trim_heap()  # what the block freed but the allocator kept would otherwise count as training's
+            self._paused.clear()
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
-            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.mb = max(self._carry, torch.cuda.max_memory_allocated(self.device) / 2**20)
             return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self.mb = max(self.mb, self._proc.memory_info().rss / 2**20)
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS shows what is live."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim with
+            pass
 
 
 @torch.inference_mode()

@@ -55,8 +55,13 @@ def build_model(cfg: RunConfig, spec, tokenizer):
 
     module = method_module(cfg.method)
     method_cfg = method_config(cfg.method, cfg.method_params)
+    from nluforge.optim import OPTIMIZERS
+
+    # AdaHessian differentiates the gradients again: SDPA on CPU has no double backward, eager attention has
+    attn = OPTIMIZERS.entry(cfg.optimizer).meta.get("attn_implementation")
     base = load_model(cfg.model, num_labels=spec.num_labels, label_names=spec.label_names,
-                      head=getattr(module, "HEAD", "sequence_classification"), pooling=cfg.pooling)
+                      head=getattr(module, "HEAD", "sequence_classification"), pooling=cfg.pooling,
+                      attn_implementation=attn)
     model = module.adapt(base, method_cfg, tokenizer=tokenizer, task=spec)
     return model, module, method_cfg
 
@@ -88,6 +93,12 @@ def prepare(cfg: RunConfig) -> Prepared:
     tokenizer = load_tokenizer(cfg.model)
     seed_everything(cfg.seed)  # the head's (and the method's) initialisation
     model, module, method_cfg = build_model(cfg, spec, tokenizer)  # adapt
+    from nluforge.optim import OPTIMIZERS, check_model
+
+    check_model(cfg.optimizer, model, cfg.method, cfg.optimizer_params)  # e.g. GaLore needs a big enough matrix
+    if OPTIMIZERS.entry(cfg.optimizer).meta.get("update_step") == "second_order" and cfg.train.max_grad_norm:
+        notes.append(f"{cfg.optimizer}: train.max_grad_norm={cfg.train.max_grad_norm} is not applied (the "
+                     "Hessian-vector product differentiates the unclipped gradient)")
     return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections)
 
 
@@ -110,6 +121,12 @@ def _train(state: RunState) -> None:
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
                            "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+    if t.memory is not None:  # the optimizer that ran (its backend) and the training memory by part
+        state.meta["train"]["optimizer"] = {"name": state.cfg.optimizer, **t.memory.pop("optimizer")}
+        state.meta["train"]["memory"] = t.memory
+    evals = [h for h in t.fit.history if "step" in h]  # the dev metric per evaluation (e.g. MeZO's curve)
+    if len(evals) > 1:
+        state.meta["train"]["history"] = evals
     prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
     if prefit:
         state.meta["train"]["prefit"] = prefit[0]
@@ -176,7 +193,7 @@ def _measure(state: RunState) -> None:
     from nluforge.experiments.stages import measure_cost
 
     state.cost = measure_cost(state.prep, state.model, state.encoded[state.names[0]], state.fit, state.peak,
-                              state.model_dir, state.ckpt_mb)
+                              state.model_dir, state.ckpt_mb, memory=state.meta.get("train", {}).get("memory"))
 
 
 _ATTACK = Stage("attack", _run_steps("attack", "ATTACKS", "attacked"), _has("attack"))

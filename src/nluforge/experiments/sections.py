@@ -52,8 +52,11 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     from nluforge.methods import method_config
     from nluforge.train.codecs import resolve_codec
 
-    return Sections(method=method_config(cfg.method, cfg.method_params),
-                    optimizer=resolve_optimizer(cfg.optimizer, cfg.optimizer_params),
+    optimizer = resolve_optimizer(cfg.optimizer, cfg.optimizer_params)
+    from nluforge.optim import check_combination
+
+    check_combination(optimizer.name, cfg.method, grad_accum=cfg.train.grad_accum, privacy=privacy is not None)
+    return Sections(method=method_config(cfg.method, cfg.method_params), optimizer=optimizer,
                     compress=compress, attack=attack, audit=audit, privacy=privacy, distill=distill,
                     checkpoint_codec=resolve_codec(cfg.train.checkpoint_codec, cfg.train.checkpoint_codec_params))
 

@@ -39,6 +39,7 @@ class Trained:
     accelerator: Any
     peak: Any  # PeakMemory (.mb, .kind)
     ckpt_mb: float | None
+    memory: dict[str, Any] | None = None  # memory_split(): the peak by part, and the optimizer's state
 
 
 def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | None = None, loss_fn=None,
@@ -57,6 +58,7 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
     from nluforge.optim import build_optimizer, linear_schedule
     from nluforge.train import fit
     from nluforge.train.loop import total_steps
+    from nluforge.train.update_steps import for_optimizer
 
     prep, cfg = state.prep, state.cfg
     train = state.encoded["train"] if train is None else train
@@ -79,23 +81,62 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
         def evaluate(m):
             return split_metrics(prep, m, state.encoded[first], first)
 
+    update_step = update_step or for_optimizer(cfg.optimizer)  # MeZO: forwards only; AdaHessian: create_graph
     # seams given only when set, so fit's own defaults apply otherwise
     seams = {k: v for k, v in (("loss_fn", loss_fn), ("sampler", sampler), ("update_step", update_step))
              if v is not None}
     checkpoint_dir = checkpoint_dir or state.run_dir / "checkpoints"
     extra = log_fields or {}
     log_fh = open(state.run_dir / LOG_FILE, "a", encoding="utf-8") if is_main_process() else None
+    peak = PeakMemory(device)
+    selection = evaluate
+
+    def evaluate_between_steps(m):  # left out of the training peak: it is the model's eval-time memory
+        with peak.paused():
+            return selection(m)
+
     try:
-        with PeakMemory(device) as peak:
+        with peak:
             result = fit(model, train, cfg=train_cfg, seed=cfg.seed, optimizer=optimizer, scheduler=scheduler,
-                         pad_id=pad_id(prep.tokenizer), accelerator=acc, evaluate=evaluate,
+                         pad_id=pad_id(prep.tokenizer), accelerator=acc, evaluate=evaluate_between_steps,
                          primary=prep.spec.primary_metric, checkpoint_dir=checkpoint_dir, resume=state.resume,
                          hooks=hooks, log=_logger(log_fh, extra), show_progress=state.show_progress, **seams)
     finally:
         if log_fh is not None:
             log_fh.close()
     ckpt_mb = dir_size_mb(checkpoint_dir) if checkpoint_dir.exists() else None
-    return Trained(acc.unwrap_model(model), result, device, acc, peak, ckpt_mb)
+    from nluforge.optim import OPTIMIZERS
+
+    gradients = OPTIMIZERS.entry(cfg.optimizer).meta.get("update_step") != "zeroth_order"
+    memory = memory_split(acc.unwrap_model(model), optimizer, peak, gradients=gradients)
+    return Trained(acc.unwrap_model(model), result, device, acc, peak, ckpt_mb, memory)
+
+
+def memory_split(model, optimizer, peak, *, gradients: bool) -> dict[str, Any]:
+    """The training peak by part (MB): weights, gradients, optimizer state, activations (see ``Cost``).
+
+    Weights, gradients and state are counted from tensors; activations are what the peak holds beyond
+    them. On CPU the peak is the process's RSS, so the RSS when training started (weights and the
+    runtime) is taken off instead of the weights, and the runtime is reported on its own.
+    """
+    from nluforge.optim import optimizer_info, state_mb
+
+    def mb(tensors) -> float:
+        return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+    weights = mb(list(model.parameters()) + list(model.buffers()))
+    grads = mb(p for p in model.parameters() if p.requires_grad) if gradients else 0.0
+    state = state_mb(optimizer)
+    split = {"optimizer_state_mb": round(state, 3), "memory_weights_mb": round(weights, 3),
+             "memory_gradients_mb": round(grads, 3), "memory_split_kind": peak.kind}
+    if peak.kind == "cuda_max_allocated":
+        split["memory_activations_mb"] = round(max(peak.mb - weights - grads - state, 0.0), 3)
+        split["memory_split_kind"] = "cuda_allocated"
+    else:
+        split["memory_activations_mb"] = round(max(peak.mb - peak.start_mb - grads - state, 0.0), 3)
+        split["memory_runtime_mb"] = round(max(peak.start_mb - weights, 0.0), 3)
+    split["optimizer"] = optimizer_info(optimizer)
+    return split
 
 
 def _logger(fh, extra: dict[str, Any]):
@@ -184,7 +225,12 @@ def save_model(prep, model, run_dir: Path) -> Path:
     return atomic_replace_dir(tmp, run_dir / "model")
 
 
-def measure_cost(prep, model, enc, fit_result, peak, model_dir: Path, ckpt_mb: float | None) -> Cost:
+_MEMORY_FIELDS = ("optimizer_state_mb", "memory_weights_mb", "memory_gradients_mb", "memory_activations_mb",
+                  "memory_runtime_mb", "memory_split_kind")
+
+
+def measure_cost(prep, model, enc, fit_result, peak, model_dir: Path, ckpt_mb: float | None,
+                 memory: dict[str, Any] | None = None) -> Cost:
     from nluforge.models.loading import dir_size_mb
     from nluforge.models.params import count_params, size_figures
 
@@ -197,7 +243,8 @@ def measure_cost(prep, model, enc, fit_result, peak, model_dir: Path, ckpt_mb: f
                 train_examples=fit_result.examples_seen, latency_ms_bs1=latency.get(1),
                 latency_ms_bs32=latency.get(32), model_size_mb=round(dir_size_mb(model_dir), 3),
                 checkpoint_size_mb=round(ckpt_mb, 3) if ckpt_mb is not None else None,
-                delta_size_mb=_round(sizes.delta_mb), standalone_size_mb=_round(sizes.standalone_mb))
+                delta_size_mb=_round(sizes.delta_mb), standalone_size_mb=_round(sizes.standalone_mb),
+                **{k: v for k, v in (memory or {}).items() if k in _MEMORY_FIELDS})
 
 
 def _round(mb: float | None) -> float | None:

@@ -42,7 +42,9 @@ class RunInfo:
 class Cost:
     total_params: int | None = None
     trainable_params: int | None = None
-    peak_memory_mb: float | None = None  # training peak: CUDA max allocated on GPU, process RSS on CPU
+    # training peak: CUDA max allocated on GPU, process RSS on CPU; the dev evaluations made during
+    # training are left out (since #14; before, an evaluation's batches could set the peak)
+    peak_memory_mb: float | None = None
     peak_memory_kind: str | None = None  # "cuda_max_allocated" | "process_rss"
     train_time_s: float | None = None
     train_examples_per_s: float | None = None
@@ -56,6 +58,19 @@ class Cost:
     # servable model on its own (base weights + delta, or the full model). None in older results.
     delta_size_mb: float | None = None
     standalone_size_mb: float | None = None
+    # Training memory by part (MB; None in older results and for methods that train themselves).
+    # optimizer_state_mb is counted from the optimizer's state tensors after training. The split of the
+    # peak: weights (parameters and buffers), gradients (trainable parameters' size; 0 for a zeroth-order
+    # optimizer), optimizer state, and what is left: activations. memory_split_kind says how the rest was
+    # found: "cuda_allocated" (activations = CUDA max allocated − the counted parts) or
+    # "process_rss" (activations = peak RSS − RSS when training started − gradients − optimizer state;
+    # memory_runtime_mb = RSS when training started − weights: Python, torch, tokenizer and data).
+    optimizer_state_mb: float | None = None
+    memory_weights_mb: float | None = None
+    memory_gradients_mb: float | None = None
+    memory_activations_mb: float | None = None
+    memory_runtime_mb: float | None = None
+    memory_split_kind: str | None = None
 
 
 @dataclass

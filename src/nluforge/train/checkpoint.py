@@ -50,7 +50,15 @@ STATE = "state.json"
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    cpu: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        v = v.detach().to("cpu").contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        # safetensors refuses tensors that share memory (bitsandbytes shares one quantization map between
+        # parameters): each gets its own copy, and loads as its own tensor
+        cpu[k] = v.clone() if ptr in seen and v.numel() else v
+        seen.add(ptr)
     atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata={"format": "pt"}))
 
 
