@@ -27,7 +27,13 @@ def attack_command(
     perturbed-word fraction, queries and time."""
     from nluforge.core.config import overrides_to_dict
     from nluforge.core.errors import UserError
-    from nluforge.experiments.attacks import CACHE_DIR, attack_split, check_attackable, flat_metrics, recipe_step
+    from nluforge.experiments.attacks import (
+        CACHE_DIR,
+        attack_split,
+        check_attackable,
+        flat_metrics,
+        recipe_step,
+    )
 
     options = overrides_to_dict(params or [])
     if split:

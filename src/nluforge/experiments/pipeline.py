@@ -19,6 +19,7 @@ writes the run directory, saves, evaluates and records, while the others wait at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -104,11 +105,19 @@ class Stage:
 def _train(state: RunState) -> None:
     from nluforge.experiments.stages import learning_rate, train_stage
 
-    t = train_stage(state)
+    adv, loss_fn = state.cfg.train.adversarial, None
+    if adv.method != "none":  # FreeLB / PGD through the loop's loss seam
+        from nluforge.train.adversarial import adversarial_loss
+
+        loss_fn = adversarial_loss(adv.method, steps=adv.steps, alpha=adv.alpha, epsilon=adv.epsilon,
+                                   norm=adv.norm, init_mag=adv.init_mag)
+    t = train_stage(state, loss_fn=loss_fn)
     state.model, state.fit, state.peak, state.ckpt_mb = t.model, t.fit, t.peak, t.ckpt_mb
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
                            "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+    if loss_fn is not None:
+        state.meta["train"]["adversarial"] = dataclasses.asdict(adv)
     prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
     if prefit:
         state.meta["train"]["prefit"] = prefit[0]

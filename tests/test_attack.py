@@ -1,0 +1,296 @@
+"""The attack engine and recipes (tiny bag-of-words victims), the temperature sweep, the cache,
+AdvGLUE parsing, FreeLB/PGD through the loss seam, and the one-line errors of bad input."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nluforge.core.errors import UserError
+
+WORDNET = Path("/usr/share/wordnet/data.noun").is_file()
+TEXTS = [("a gripping , funny and moving film about friendship and loyalty .",),
+         ("the plot is dull and the acting is terrible from start to end .",),
+         ("an utterly charming little movie with great performances all round .",),
+         ("it never quite comes together as a story , sadly .",),
+         ("smart , sharp and surprisingly tender comedy .",),
+         ("a tedious , overlong mess that wastes its cast .",)]
+
+
+class BoW(torch.nn.Module):
+    """A bag-of-words classifier over the default vocabulary: logits = scale * sum of token weights.
+    Counts the rows it scores (the attack's model queries)."""
+
+    def __init__(self, vocab: int, scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.nn.Parameter(torch.randn(vocab, 2, generator=g))
+        self.scale, self.rows = scale, 0
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        self.rows += len(input_ids)
+        return SimpleNamespace(logits=(self.w[input_ids] * attention_mask[..., None]).sum(1) * self.scale)  # (B, 2)
+
+
+def _labels(model, tokenizer, texts):
+    """Labels the model gets right for all but the last text (which becomes a skipped example)."""
+    from nluforge.attack.engine import Victim
+
+    preds = Victim(model, tokenizer).logits(texts).argmax(1).tolist()
+    return [p for p in preds[:-1]] + [1 - preds[-1]]
+
+
+def _attack(recipe, model, tokenizer, texts, labels, **options):
+    from nluforge.attack.sweep import attack
+    from nluforge.experiments.attacks import recipe_config
+
+    return attack(model, tokenizer, texts, labels, recipe, recipe_config(recipe, options), cache_dir=None)
+
+
+RECIPES = ["deepwordbug", pytest.param("pwws", marks=pytest.mark.skipif(not WORDNET, reason="make wordnet")),
+           "bert_attack"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_respects_constraints_and_success_flips(recipe, tokenizer):
+    from nluforge.attack.engine import Victim
+    from nluforge.attack.words import STOPWORDS, Text
+
+    model = BoW(len(tokenizer))
+    pairs = [("the premise stays exactly as written here .", t[0]) for t in TEXTS]
+    labels = _labels(model, tokenizer, pairs)
+    opts = {"max_perturbed": 0.25, **({"k": 16} if recipe == "bert_attack" else {})}
+    outcomes = _attack(recipe, model, tokenizer, pairs, labels, **opts).outcomes[1.0]
+    assert outcomes[-1].status == "skipped" and outcomes[-1].queries == 1
+    assert any(o.status == "success" for o in outcomes)
+    victim = Victim(model, tokenizer)
+    for o in outcomes:
+        assert o.perturbed[0] == o.original[0]  # the premise is left alone
+        before, after = Text(o.original).words(), Text(o.perturbed).words()
+        assert len(before) == len(after)
+        changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+        assert len(changed) <= math.floor(0.25 * len(before))
+        assert not any(before[i].lower() in STOPWORDS for i in changed)
+        if o.status == "success":
+            assert changed and o.perturbed_words == len(changed)
+            assert int(victim.logits([o.perturbed]).argmax()) != o.label  # re-queried: really flipped
+
+
+def test_query_count_is_the_rows_the_model_scored(tokenizer):
+    model = BoW(len(tokenizer))
+    labels = _labels(model, tokenizer, TEXTS)
+    model.rows = 0
+    outcomes = _attack("deepwordbug", model, tokenizer, TEXTS, labels).outcomes[1.0]
+    assert model.rows == sum(o.queries for o in outcomes) > len(TEXTS)
+
+
+def test_beam_search_finds_successes(tokenizer):
+    model = BoW(len(tokenizer))
+    labels = _labels(model, tokenizer, TEXTS)
+    sweep = _attack("deepwordbug", model, tokenizer, TEXTS, labels, search="beam", beam_width=3)
+    assert sweep.metrics()["successes"] >= 1
+
+
+def test_temperature_sweep_removes_the_illusion_of_robustness(tokenizer):
+    """Logits x1000 saturate softmax at T=1: no swap raises the score and the attack fails; a large T
+    restores the scores, and the sweep reports the worse accuracy with its T."""
+    model = BoW(len(tokenizer), scale=1000.0)
+    labels = _labels(model, tokenizer, TEXTS)
+    sweep = _attack("deepwordbug", model, tokenizer, TEXTS, labels, temperatures=[1, 1000])
+    at1, at1000 = sweep.metrics_at(1.0), sweep.metrics_at(1000.0)
+    assert at1["attack_success_rate"] < at1000["attack_success_rate"]
+    m = sweep.metrics()
+    assert m["worst_temperature"] == 1000.0
+    assert m["accuracy_under_attack"] == at1000["accuracy_under_attack"] < m["accuracy_under_attack_t1"]
+
+
+def test_cache_hit_on_rerun(tokenizer, tmp_path):
+    from nluforge.attack.sweep import attack
+    from nluforge.experiments.attacks import recipe_config
+
+    model = BoW(len(tokenizer))
+    labels = _labels(model, tokenizer, TEXTS)
+    cfg = recipe_config("deepwordbug", {})
+    first = attack(model, tokenizer, TEXTS, labels, "deepwordbug", cfg, cache_dir=tmp_path)
+    model.rows = 0
+    again = attack(model, tokenizer, TEXTS, labels, "deepwordbug", cfg, cache_dir=tmp_path)
+    assert again.cache_hits == len(TEXTS) and model.rows == 0
+    assert [o.perturbed for o in again.outcomes[1.0]] == [o.perturbed for o in first.outcomes[1.0]]
+    with torch.no_grad():
+        model.w.add_(0.01)  # another model: another cache entry
+    assert attack(model, tokenizer, TEXTS, labels, "deepwordbug", cfg, cache_dir=tmp_path).cache_hits == 0
+
+
+def test_result_table_has_textattack_rows(tokenizer):
+    from nluforge.attack.sweep import result_table
+
+    model = BoW(len(tokenizer))
+    text = result_table(_attack("deepwordbug", model, tokenizer, TEXTS, _labels(model, tokenizer, TEXTS)).metrics())
+    for row in ("Number of successful attacks:", "Accuracy under attack:", "Attack success rate:",
+                "Average perturbed word %:", "Avg num queries:"):
+        assert row in text
+
+
+@pytest.mark.skipif(not WORDNET, reason="make wordnet")
+def test_wordnet_synonyms_and_morphy():
+    from nluforge.attack.wordnet import load_wordnet
+
+    wn = load_wordnet()
+    assert "film" in wn.synonyms("movies") and "amusing" in wn.synonyms("funny")
+    assert "good" not in wn.synonyms("good") and all("_" not in s for s in wn.synonyms("run"))
+
+
+def test_advglue_dev_file_counts_and_labels(advglue_file):
+    from nluforge.tasks import get_task
+    from nluforge.tasks.advglue import load_advglue
+
+    counts = {"advglue_sst2": 148, "advglue_qqp": 78, "advglue_mnli": 121, "advglue_mnli_mm": 162,
+              "advglue_qnli": 148, "advglue_rte": 81}
+    total = 0
+    for name, n in counts.items():
+        spec = get_task(name)
+        split = load_advglue(spec, advglue_file)
+        assert len(split.texts) == n and len(split.texts[0]) == len(spec.text_fields)
+        assert set(split.labels) <= set(range(spec.num_labels))
+        total += n
+    assert total == 738
+
+
+# ---- bad input: one line each --------------------------------------------------------------------------
+
+
+def test_unknown_recipe_and_option_are_one_line_errors():
+    from nluforge.experiments.attacks import recipe_step
+
+    with pytest.raises(UserError, match="unknown attack 'deepwordbog' \\(did you mean 'deepwordbug'\\?\\)"):
+        recipe_step("deepwordbog", {})
+    with pytest.raises(UserError, match="unknown key .*mlm"):
+        recipe_step("pwws", {"mlm": "x"})
+
+
+def test_cli_unknown_recipe_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nluforge", "attack", str(tmp_path), "--recipe", "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "unknown attack 'nope'" in proc.stderr
+
+
+def test_missing_wordnet_says_how_to_get_it(tmp_path):
+    from nluforge.attack.wordnet import wordnet_dir
+
+    with pytest.raises(UserError, match="make wordnet"):
+        wordnet_dir(str(tmp_path))
+
+
+def test_attack_on_regression_task_is_refused():
+    from nluforge.experiments.attacks import check_attackable
+    from nluforge.tasks import get_task
+
+    with pytest.raises(UserError, match="regression task"):
+        check_attackable(get_task("stsb"), None, {"validation": None})
+
+
+def test_task_without_advglue_set(advglue_file):
+    from nluforge.tasks import get_task
+    from nluforge.tasks.advglue import load_advglue
+
+    with pytest.raises(UserError, match="unknown task 'advglue_cola'"):
+        get_task("advglue_cola")
+    assert not get_task("cola").advglue  # CoLA has no AdvGLUE set
+    with pytest.raises(UserError, match="has no AdvGLUE set 'cola'"):
+        load_advglue(_with_key(get_task("advglue_sst2"), "cola"), advglue_file)
+
+
+def _with_key(spec, key):
+    import dataclasses
+
+    return dataclasses.replace(spec, source=dataclasses.replace(spec.source, advglue_key=key))
+
+
+# ---- adversarial training through the loss seam ---------------------------------------------------------
+
+
+def _batch(tokenizer):
+    enc = tokenizer(["a fine film", "a dull and lifeless mess of a movie"], padding=True, return_tensors="pt")
+    return {**enc, "labels": torch.tensor([1, 0])}
+
+
+def _loss_and_embedding_grad(model, loss_fn, batch):
+    from nluforge.train.adversarial import input_embeddings
+
+    model.zero_grad()
+    torch.manual_seed(0)
+    loss, _ = loss_fn(model, batch)
+    loss.backward()
+    return float(loss), input_embeddings(model).weight.grad.clone()
+
+
+@pytest.mark.parametrize("method", ["full", "prompt_based"])
+@pytest.mark.parametrize("adv", ["freelb", "pgd"])
+def test_adversarial_loss_changes_loss_and_embedding_gradients(method, adv, tokenizer):
+    from conftest import make_tiny
+
+    from nluforge.methods import method_config, method_module
+    from nluforge.tasks import get_task
+    from nluforge.train.adversarial import adversarial_loss
+    from nluforge.train.loop import default_loss
+
+    head = "masked_lm" if method == "prompt_based" else "seq_cls"
+    model = method_module(method).adapt(make_tiny("bert", head=head), method_config(method), tokenizer=tokenizer,
+                                        task=get_task("sst2"))
+    model.train()
+    for m in model.modules():  # no dropout: the difference must come from the perturbation
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    batch = _batch(tokenizer)
+    clean_loss, clean_grad = _loss_and_embedding_grad(model, default_loss, batch)
+    fn = adversarial_loss(adv, steps=3, alpha=0.5, epsilon=2.0)
+    adv_loss, adv_grad = _loss_and_embedding_grad(model, fn, batch)
+    assert adv_loss > clean_loss  # the ascent found a worse point in the epsilon ball
+    assert not torch.allclose(adv_grad, clean_grad)
+    # the hook is gone afterwards: plain forward passes are unchanged
+    again, _ = _loss_and_embedding_grad(model, default_loss, batch)
+    assert again == pytest.approx(clean_loss)
+
+
+def test_prompt_model_refuses_inputs_embeds_instead_of_dropping_it(tokenizer):
+    from conftest import make_tiny
+
+    from nluforge.methods import method_config, method_module
+    from nluforge.tasks import get_task
+
+    model = method_module("prompt_based").adapt(make_tiny("bert", head="masked_lm"), method_config("prompt_based"),
+                                                tokenizer=tokenizer, task=get_task("sst2"))
+    b = _batch(tokenizer)
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], inputs_embeds=torch.zeros(2, 3, 8))
+
+
+def test_adversarial_config_is_strict_and_leaves_old_run_ids_alone():
+    from nluforge.experiments.config import resolve
+
+    base = {"task": "sst2", "model": "default", "method": "full"}
+    plain = resolve(base)
+    assert resolve({**base, "train": {"adversarial": {"method": "none"}}}).run_id() == plain.run_id()
+    assert resolve({**base, "train": {"adversarial": {"method": "freelb"}}}).run_id() != plain.run_id()
+    with pytest.raises(UserError, match="adversarial"):
+        resolve({**base, "train": {"adversarial": {"method": "freelb", "stepz": 2}}})
+    with pytest.raises(UserError):
+        resolve({**base, "train": {"adversarial": {"method": "fgsm"}}})
+
+
+def test_victim_logits_keep_input_order(tokenizer):
+    from nluforge.attack.engine import Victim
+
+    model = BoW(len(tokenizer))
+    v = Victim(model, tokenizer, batch_size=2)
+    together = v.logits(TEXTS)
+    alone = np.stack([v.logits([t])[0] for t in TEXTS])
+    assert np.allclose(together, alone, atol=1e-4)
