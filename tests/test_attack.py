@@ -294,3 +294,25 @@ def test_victim_logits_keep_input_order(tokenizer):
     together = v.logits(TEXTS)
     alone = np.stack([v.logits([t])[0] for t in TEXTS])
     assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_grid_attack_step_records_metrics_and_reuses_the_cache(tmp_path, tiny_model_dir):
+    from test_runners_real import make_tiny_glue, tiny_base
+
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import run_cell
+
+    base = tiny_base(tiny_model_dir(), make_tiny_glue(tmp_path / "glue"))
+    cfg = resolve(base, {"method": "full", "attack": [{"method": "deepwordbug", "max_examples": 4}]})
+    results = tmp_path / "results"
+    first = run_cell(cfg, results)
+    assert first.run_info.status == "completed", first.run_info.error
+    m = first.metrics["attacked"]["validation"]
+    assert m["deepwordbug.examples"] == 4
+    assert m["deepwordbug.clean_accuracy"] >= m["deepwordbug.accuracy_under_attack"]
+    lines = (results / cfg.run_id() / "attacks" / "deepwordbug.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    (results / cfg.run_id() / "result.json").unlink()
+    again = run_cell(cfg, results)  # same config, same trained weights: every outcome from the cache
+    assert again.meta["attack"]["deepwordbug"]["cache_hits"] == 4
+    assert again.metrics["attacked"] == first.metrics["attacked"]

@@ -12,10 +12,18 @@ from __future__ import annotations
 from nluforge.core.steps import ATTACKS
 
 _RUN = "nluforge.experiments.attacks:run_step"
+_RECIPES = {
+    "deepwordbug": ("DeepWordBugConfig", "character edits on the most important words (Gao et al. 2018)"),
+    "pwws": ("PWWSConfig", "WordNet synonyms by probability-weighted saliency (Ren et al. 2019)"),
+    "bert_attack": ("BertAttackConfig", "masked-LM substitutions (Li et al. 2020)"),
+}
 
-ATTACKS.register("deepwordbug", "nluforge.attack.config:DeepWordBugConfig", run=_RUN,
-                 summary="character edits on the most important words (Gao et al. 2018)")
-ATTACKS.register("pwws", "nluforge.attack.config:PWWSConfig", run=_RUN,
-                 summary="WordNet synonyms by probability-weighted saliency (Ren et al. 2019)")
-ATTACKS.register("bert_attack", "nluforge.attack.config:BertAttackConfig", run=_RUN,
-                 summary="masked-LM substitutions (Li et al. 2020)")
+
+def register() -> None:
+    """Put the recipes into ``ATTACKS`` (idempotent: resolving a config calls it every time)."""
+    for name, (cls, summary) in _RECIPES.items():
+        if name not in ATTACKS.names():
+            ATTACKS.register(name, f"nluforge.attack.config:{cls}", run=_RUN, summary=summary)
+
+
+register()

@@ -25,7 +25,9 @@ CACHE_DIR = ".attacks"
 
 def recipe_step(recipe: str, options: dict[str, Any]) -> Step:
     """The typed step for ``recipe`` with ``options``; unknown recipe or option: one-line error."""
-    import nluforge.attack  # noqa: F401 - registers the recipes
+    import nluforge.attack
+
+    nluforge.attack.register()
 
     return resolve_step(ATTACKS, "attack", {"method": recipe, **options}, f"attack '{recipe}'")
 

@@ -39,7 +39,9 @@ class Sections:
 
 def resolve_sections(cfg: RunConfig) -> Sections:
     """Resolve and validate method, optimizer, compress, attack, audit and privacy; raise UserError."""
-    import nluforge.attack  # noqa: F401 - registers the attack recipes into ATTACKS
+    import nluforge.attack
+
+    nluforge.attack.register()  # the attack recipes, into ATTACKS
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second
