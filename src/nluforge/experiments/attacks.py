@@ -3,7 +3,8 @@
 Used by the grid (an ``attack:`` step; the ``ATTACKS`` entries name :func:`run_step` as their runner)
 and by ``nluforge attack RUN``. Per-example outcomes go to ``RUN/attacks/<recipe>.jsonl`` (atomic);
 the summary metrics return as ``{split: {"<recipe>.<metric>": value}}`` and land in
-``metrics["attacked"]`` of the run. Outcomes are cached in ``<results dir>/.attacks/`` per (model hash,
+``metrics["attacked"]`` of the run, with ``robust_accuracy`` (the report's "robust acc", beside the
+clean accuracy): the lowest accuracy under attack over the run's recipes and temperatures. Outcomes are cached in ``<results dir>/.attacks/`` per (model hash,
 recipe, options, temperature, example), so a rerun does not redo them.
 """
 
@@ -83,4 +84,9 @@ def run_step(state, step: Step) -> dict[str, dict[str, float]]:
                          state.run_dir.parent / CACHE_DIR, progress=state.show_progress)
     state.meta.setdefault("attack", {})[step.method] = {"options": step.options(), "cache_hits": sweep.cache_hits,
                                                         "notes": sweep.notes}
-    return {split: flat_metrics(step.method, sweep.metrics())}
+    out = flat_metrics(step.method, sweep.metrics())
+    # the report's "robust acc": the worst over this run's recipes (and temperatures)
+    before = state.metrics.get("attacked", {}).get(split, {}).get("robust_accuracy")
+    mine = out[f"{step.method}.accuracy_under_attack"]
+    out["robust_accuracy"] = mine if before is None else min(before, mine)
+    return {split: out}
