@@ -316,3 +316,39 @@ def test_grid_attack_step_records_metrics_and_reuses_the_cache(tmp_path, tiny_mo
     again = run_cell(cfg, results)  # same config, same trained weights: every outcome from the cache
     assert again.meta["attack"]["deepwordbug"]["cache_hits"] == 4
     assert again.metrics["attacked"] == first.metrics["attacked"]
+
+
+def _write_preds(run: Path, splits: dict[str, tuple[int, int]]) -> None:
+    """predictions.jsonl with ``right`` of ``n`` examples correct per split."""
+    import json
+
+    run.mkdir(parents=True)
+    lines = []
+    for split, (n, right) in splits.items():
+        lines += [json.dumps({"split": split, "idx": i, "label": 1, "prediction": int(i < right)}) for i in range(n)]
+    (run / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_advglue_summary_per_task_and_average(tmp_path):
+    from nluforge.report.advglue import format_table, summarize_runs
+
+    _write_preds(tmp_path / "sst2", {"validation": (100, 90), "advglue_sst2": (50, 20)})
+    _write_preds(tmp_path / "mnli", {"validation_matched": (100, 80), "validation_mismatched": (100, 70),
+                                     "advglue_mnli": (40, 10), "advglue_mnli_mm": (40, 30)})
+    rows, avg = summarize_runs([tmp_path / "sst2", tmp_path / "mnli"])
+    got = {r.set: (r.clean[0], r.adv[0], r.drop[0]) for r in rows}
+    assert got == {"advglue_sst2": pytest.approx((0.9, 0.4, 0.5)), "advglue_mnli": pytest.approx((0.8, 0.25, 0.55)),
+                   "advglue_mnli_mm": pytest.approx((0.7, 0.75, -0.05))}
+    assert avg.adv[0] == pytest.approx((0.4 + 0.25 + 0.75) / 3)
+    for r in rows + [avg]:
+        for point, lo, hi in (r.clean, r.adv, r.drop):
+            assert lo <= point <= hi and hi - lo > 0  # an interval, not a constant
+    assert "advglue_mnli_mm" in format_table(rows, avg)
+
+
+def test_advglue_summary_without_predictions_is_one_line(tmp_path):
+    from nluforge.report.advglue import summarize_runs
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UserError, match="no predictions.jsonl"):
+        summarize_runs([tmp_path / "run"])

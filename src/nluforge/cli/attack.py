@@ -70,3 +70,15 @@ def attack_command(
     if sweep.cache_hits:
         typer.echo(f"{sweep.cache_hits} outcome(s) reused from the cache", err=True)
     typer.echo(str(run / "attacks" / f"{recipe}.jsonl"))
+
+
+@app.command("advglue")
+def advglue_command(
+    runs: list[Path] = typer.Argument(..., help="Finished run directories (trained with eval.advglue: true)."),
+) -> None:
+    """AdvGLUE summary: clean dev accuracy, AdvGLUE accuracy and the drop per task and averaged, with 95%
+    bootstrap intervals, read from the runs' predictions (no model is loaded)."""
+    from nluforge.report.advglue import format_table, summarize_runs
+
+    rows, avg = summarize_runs(list(runs))
+    typer.echo(format_table(rows, avg))
