@@ -1,10 +1,13 @@
 """Run inside the TextAttack 0.3.11 venv (transformers 4.57) by benchmarks/robustness.py; not on its own.
 
-    python _textattack_peer.py MODEL_DIR EXAMPLES.json RECIPE OUT.json
+    python _textattack_peer.py MODEL_DIR EXAMPLES.json RECIPE OUT.json [stock|longest]
 
 MODEL_DIR is an nluforge run's ``model/`` (a BertForSequenceClassification folder whose head reads the
 *mean* of the last hidden states: ``config.nluforge_pooling: mean``); the wrapper below reproduces that
-read, so both tools attack the same function. One torch thread. Writes one record per example.
+read, so both tools attack the same function. ``stock`` (the default) tokenizes as TextAttack's own
+``HuggingFaceModelWrapper`` does, padding every query to the tokenizer's ``model_max_length`` (512 for
+the default model), which is how users run it; ``longest`` pads each batch to its longest query, a
+faster peer than TextAttack ships. One torch thread. Writes one record per example.
 """
 
 import json
@@ -22,14 +25,20 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 
 
 class MeanPooledBert(ModelWrapper):
-    def __init__(self, path):
+    def __init__(self, path, padding="stock"):
+        self.padding = padding
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.mean = getattr(self.model.config, "nluforge_pooling", "cls") == "mean"
 
     @torch.no_grad()
     def __call__(self, text_list):
-        enc = self.tokenizer(text_list, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        if self.padding == "stock":  # HuggingFaceModelWrapper.__call__ of TextAttack 0.3.11
+            n = 512 if self.tokenizer.model_max_length == int(1e30) else self.tokenizer.model_max_length
+            enc = self.tokenizer(text_list, add_special_tokens=True, padding="max_length", max_length=n,
+                                 truncation=True, return_tensors="pt")
+        else:
+            enc = self.tokenizer(text_list, padding=True, truncation=True, max_length=128, return_tensors="pt")
         if not self.mean:
             return self.model(**enc).logits.numpy()
         h = self.model.bert(**enc).last_hidden_state  # (B, T, H)
@@ -39,7 +48,7 @@ class MeanPooledBert(ModelWrapper):
 
 def main():
     model_dir, examples_file, recipe, out = sys.argv[1:5]
-    wrapper = MeanPooledBert(model_dir)
+    wrapper = MeanPooledBert(model_dir, sys.argv[5] if len(sys.argv) > 5 else "stock")
     examples = json.load(open(examples_file))
     build = {"deepwordbug": DeepWordBugGao2018, "pwws": PWWSRen2019}[recipe]
     attack = build.build(wrapper)
@@ -58,7 +67,8 @@ def main():
         records.append({"status": status, "words": len(orig.words), "perturbed_words": changed,
                         "queries": r.num_queries, "time_s": dt, "perturbed": r.perturbed_result.attacked_text.text})
     json.dump({"records": records, "logits_first8": check, "textattack": textattack.__version__ if hasattr(
-        textattack, "__version__") else "0.3.11", "threads": torch.get_num_threads()}, open(out, "w"))
+        textattack, "__version__") else "0.3.11", "threads": torch.get_num_threads(),
+               "padding": wrapper.padding}, open(out, "w"))
 
 
 if __name__ == "__main__":

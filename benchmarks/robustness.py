@@ -9,7 +9,10 @@ it a venv (``--venv``, default ``.venv-textattack``: ``textattack==0.3.11 transf
 torch==2.13.0`` from this machine's local wheels) and an NLTK data folder (NLTK's English stopwords,
 WordNet from /usr/share/wordnet with a generated ``lexnames``; ../shared/DEPENDENCIES.md), then runs
 ``DeepWordBugGao2018`` and ``PWWSRen2019`` through ``benchmarks/_textattack_peer.py`` on RUN's model
-(its mean-pooled head reproduced in the wrapper; the first logits of both sides are compared). Ours
+(its mean-pooled head reproduced in the wrapper; the first logits of both sides are compared), twice:
+with TextAttack's stock ``HuggingFaceModelWrapper`` tokenization (every query padded to the tokenizer's
+512 tokens: how users run it) on the first ``--stock-examples``, and with dynamic padding (a faster
+peer than TextAttack ships) on all ``--peer-examples``. Ours
 runs the same recipes on the same examples (a seeded sample of SST-2 dev; the peer takes the first
 ``--peer-examples`` of them), one torch thread each, one after the other. Reported per tool: attack
 success rate, mean perturbed-word fraction (over successes), mean queries (over attacked examples),
@@ -106,14 +109,15 @@ def ours(servable, examples: list[dict], recipe: str, temperatures: list[float])
     return sweep
 
 
-def peer(python: Path, nltk_data: Path, model_dir: Path, examples: list[dict], recipe: str, work: Path) -> dict:
-    ex_file, out = work / "examples.json", work / f"peer-{recipe}.json"
+def peer(python: Path, nltk_data: Path, model_dir: Path, examples: list[dict], recipe: str, work: Path,
+         padding: str) -> dict:
+    ex_file, out = work / "examples.json", work / f"peer-{recipe}-{padding}.json"
     ex_file.write_text(json.dumps(examples))
     env = {**os.environ, "NLTK_DATA": str(nltk_data), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
     t0 = time.perf_counter()
     proc = subprocess.run([python, str(Path(__file__).with_name("_textattack_peer.py")), str(model_dir),
-                           str(ex_file), recipe, str(out)], env=env, capture_output=True, text=True)
+                           str(ex_file), recipe, str(out), padding], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"TextAttack peer failed ({recipe}):\n{proc.stderr[-3000:]}")
     data = json.loads(out.read_text())
@@ -121,11 +125,23 @@ def peer(python: Path, nltk_data: Path, model_dir: Path, examples: list[dict], r
     return data
 
 
+def _row(recipe: str, tool: str, s: dict, ratio: float | None) -> dict:
+    def pct(x):
+        return None if x is None else 100 * x
+
+    return {"recipe": recipe, "tool": tool, "n": s["examples"], "skipped": s["skipped"],
+            "success %": pct(s["success_rate"]), "perturbed %": pct(s["perturbed_fraction"]),
+            "queries": s["mean_queries"], "s/example": s["s_per_example"], "peer/ours time": ratio}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a finished SST-2 run (the attacked model)")
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--peer-examples", type=int, default=200)
+    ap.add_argument("--stock-examples", type=int, default=200,
+                    help="examples for TextAttack with its stock wrapper (every query padded to 512 tokens: "
+                         "slow); the first N of --peer-examples")
     ap.add_argument("--recipes", nargs="+", default=["deepwordbug", "pwws"])
     ap.add_argument("--variants", nargs="*", type=Path, default=[])
     ap.add_argument("--skip-peer", action="store_true")
@@ -152,23 +168,27 @@ def main() -> None:
         nltk_data = build_nltk_data(work / "nltk_data")
         sub = examples[: args.peer_examples]
         for recipe in args.recipes:
-            p = peer(python, nltk_data, servable.run_dir / "model", sub, recipe, work)
             ours_sub = ours(servable, sub, recipe, [1.0])
             recs = [o.to_json() for o in ours_sub.outcomes[1.0]]
             ours_logits = servable.model.eval()(**servable.tokenizer([e["text"] for e in sub[:8]], padding=True,
                                                                      return_tensors="pt")).logits.detach().numpy()
-            out["peer"][recipe] = {**summarize(p["records"]), "max_logit_diff_first8":
-                                   float(np.abs(np.array(p["logits_first8"]) - ours_logits).max()),
-                                   "records": p["records"]}
             out["ours"][recipe] = {**summarize(recs), "records": recs}
-            a, b = out["ours"][recipe], out["peer"][recipe]
-            for tool, s in (("nluforge", a), ("textattack 0.3.11", b)):
-                rows.append({"recipe": recipe, "tool": tool, "n": s["examples"], "skipped": s["skipped"],
-                             "success %": 100 * s["success_rate"], "perturbed %": 100 * s["perturbed_fraction"],
-                             "queries": s["mean_queries"], "s/example": s["s_per_example"],
-                             "speed-up": b["s_per_example"] / a["s_per_example"] if tool == "nluforge" else None})
+            rows.append(_row(recipe, "nluforge", out["ours"][recipe], None))
+            for padding, n in (("longest", len(sub)), ("stock", min(args.stock_examples, len(sub)))):
+                if n == 0:
+                    continue
+                p = peer(python, nltk_data, servable.run_dir / "model", sub[:n], recipe, work, padding)
+                s_peer = summarize(p["records"])
+                s_ours_same = summarize(recs[:n])  # ours on the same examples, for the speed ratio
+                out["peer"][f"{recipe}/{padding}"] = {
+                    **s_peer, "max_logit_diff_first8": float(np.abs(np.array(p["logits_first8"])
+                                                                    - ours_logits[: len(p["logits_first8"])]).max()),
+                    "ours_s_per_example_same": s_ours_same["s_per_example"], "records": p["records"]}
+                tool = "textattack 0.3.11 (" + ("stock wrapper: pad to 512" if padding == "stock"
+                                                else "dynamic padding") + ")"
+                rows.append(_row(recipe, tool, s_peer, s_peer["s_per_example"] / s_ours_same["s_per_example"]))
         print_table(rows, ["recipe", "tool", "n", "skipped", "success %", "perturbed %", "queries", "s/example",
-                           "speed-up"], f"(a) against TextAttack, SST-2 dev, {args.peer_examples} examples")
+                           "peer/ours time"], f"(a) against TextAttack, SST-2 dev, {args.peer_examples} examples")
     vrows = []
     for run in args.variants:
         from nluforge.results import read_result

@@ -352,3 +352,30 @@ def test_advglue_summary_without_predictions_is_one_line(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match="no predictions.jsonl"):
         summarize_runs([tmp_path / "run"])
+
+
+def test_freelb_reaches_a_lora_model(tokenizer):
+    """LoRA freezes the embeddings, so the perturbation must reach the trained LoRA weights through the
+    frozen embedding module's output."""
+    from conftest import make_tiny
+
+    from nluforge.methods import method_config, method_module
+    from nluforge.tasks import get_task
+    from nluforge.train.adversarial import adversarial_loss
+    from nluforge.train.loop import default_loss
+
+    model = method_module("lora").adapt(make_tiny("bert"), method_config("lora"), tokenizer=tokenizer,
+                                        task=get_task("sst2"))
+    model.eval()  # no dropout
+    batch = _batch(tokenizer)
+
+    def run(fn):
+        model.zero_grad()
+        loss, _ = fn(model, batch)
+        loss.backward()
+        return float(loss), [p.grad.clone() for n, p in model.named_parameters() if "lora_B" in n]  # B: A gets none at init
+
+    clean_loss, clean = run(default_loss)
+    adv_loss, adv = run(adversarial_loss("freelb", steps=3, alpha=0.5, epsilon=2.0))
+    assert adv_loss > clean_loss
+    assert clean and any(not torch.allclose(a, c) for a, c in zip(adv, clean, strict=True))
