@@ -379,3 +379,26 @@ def test_freelb_reaches_a_lora_model(tokenizer):
     adv_loss, adv = run(adversarial_loss("freelb", steps=3, alpha=0.5, epsilon=2.0))
     assert adv_loss > clean_loss
     assert clean and any(not torch.allclose(a, c) for a, c in zip(adv, clean, strict=True))
+
+
+def test_deepwordbug_combined_scoring_orders_by_temporal_scores(tokenizer):
+    model = BoW(len(tokenizer))
+    labels = _labels(model, tokenizer, TEXTS)
+    sweep = _attack("deepwordbug", model, tokenizer, TEXTS, labels, scoring="combined")
+    won = [o for o in sweep.outcomes[1.0] if o.status == "success"]
+    assert won and all(o.queries > 2 * o.words for o in won)  # prefixes and suffixes: 2(n+1) queries first
+
+
+def test_bert_attack_with_a_named_masked_lm(tokenizer, tmp_path):
+    from conftest import make_tiny
+
+    path = tmp_path / "tiny-mlm"
+    make_tiny("bert", head="masked_lm").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    model = BoW(len(tokenizer))
+    labels = _labels(model, tokenizer, TEXTS)
+    sweep = _attack("bert_attack", model, tokenizer, TEXTS, labels, mlm=str(path), k=32)
+    assert not sweep.notes  # a real MLM: no fallback note
+    assert sweep.metrics()["successes"] + sweep.metrics()["failures"] == len(TEXTS) - 1
+    with pytest.raises(UserError, match="model path not found"):
+        _attack("bert_attack", model, tokenizer, TEXTS, labels, mlm=str(tmp_path / "nope"))
