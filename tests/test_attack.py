@@ -402,3 +402,13 @@ def test_bert_attack_with_a_named_masked_lm(tokenizer, tmp_path):
     assert sweep.metrics()["successes"] + sweep.metrics()["failures"] == len(TEXTS) - 1
     with pytest.raises(UserError, match="model path not found"):
         _attack("bert_attack", model, tokenizer, TEXTS, labels, mlm=str(tmp_path / "nope"))
+
+
+def test_adversarial_training_refused_for_a_method_without_the_loop():
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import prepare
+
+    cfg = resolve({"task": "sst2", "model": "default", "method": "linear_probe",
+                   "train": {"adversarial": {"method": "freelb"}}})
+    with pytest.raises(UserError, match="train.adversarial does not apply to linear_probe"):
+        prepare(cfg)

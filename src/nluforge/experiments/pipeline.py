@@ -72,6 +72,13 @@ def prepare(cfg: RunConfig) -> Prepared:
 
     sections = resolve_sections(cfg)  # cheap checks first: bad names fail in a second
     cfg = cfg.parent()
+    if cfg.train.adversarial.method != "none":
+        from nluforge.methods import METHODS
+
+        if getattr(METHODS.get(cfg.method), "prefit", None) is not None:
+            raise UserError(f"train.adversarial does not apply to {cfg.method}: it trains itself, without the "
+                            "training loop the perturbation goes through; drop train.adversarial or pick a "
+                            "method trained by gradient steps (full, lora, prompt_based, ...)")
     if not cfg.data.train_file:
         get_task(cfg.task)
     from nluforge.models.loading import load_tokenizer
