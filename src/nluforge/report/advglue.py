@@ -56,7 +56,8 @@ def _replicates(correct: np.ndarray) -> np.ndarray:
 
 
 def summarize_runs(run_dirs: list[Path]) -> tuple[list[Row], Row | None]:
-    """One row per (run, AdvGLUE set) with both splits predicted, and the average over the rows."""
+    """One row per (run, AdvGLUE set) with both splits predicted, and the average over the rows when
+    each row is a different set (runs of the same set are variants to compare, not tasks to average)."""
     rows, clean_reps, adv_reps = [], [], []
     for run in run_dirs:
         preds = run / "predictions.jsonl"
@@ -80,7 +81,8 @@ def summarize_runs(run_dirs: list[Path]) -> tuple[list[Row], Row | None]:
     pc, pa = float(np.mean([r.clean[0] for r in rows])), float(np.mean([r.adv[0] for r in rows]))
     avg = Row("average", f"{len(rows)} set(s)", sum(r.n_clean for r in rows), sum(r.n_adv for r in rows),
               _interval(rc, pc), _interval(ra, pa), _interval(rc - ra, pc - pa))
-    return rows, avg if len(rows) > 1 else None
+    distinct = len({r.set for r in rows}) == len(rows)  # one model per task: an average over tasks
+    return rows, avg if len(rows) > 1 and distinct else None
 
 
 def format_table(rows: list[Row], avg: Row | None) -> str:
