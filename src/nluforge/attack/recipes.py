@@ -93,12 +93,11 @@ class DeepWordBug:
 def combined_importance(goal: Goal, text: Text, indices: list[int], lam: float) -> dict[int, float]:
     """The paper's Combined score: temporal head (how much word i adds to p(label) of the prefix
     ending at i) + lambda x temporal tail (the same for the suffix starting at i)."""
-    words, n = text.words(), len(text.words())
+    n = len(text.words())
     keep_prefix = [text.replace({j: "" for j in range(k, n)}) for k in range(n + 1)]  # words[:k]
     keep_suffix = [text.replace({j: "" for j in range(0, k)}) for k in range(n + 1)]  # words[k:]
     p_prefix = 1.0 - goal.scores(keep_prefix)  # p(label)
     p_suffix = 1.0 - goal.scores(keep_suffix)
-    del words
     return {i: float((p_prefix[i + 1] - p_prefix[i]) + lam * (p_suffix[i] - p_suffix[i + 1])) for i in indices}
 
 
