@@ -312,6 +312,10 @@ def test_grid_attack_step_records_metrics_and_reuses_the_cache(tmp_path, tiny_mo
     assert m["deepwordbug.clean_accuracy"] >= m["deepwordbug.accuracy_under_attack"] == m["robust_accuracy"]
     lines = (results / cfg.run_id() / "attacks" / "deepwordbug.jsonl").read_text().splitlines()
     assert len(lines) == 4
+    from nluforge.report.metrics import robust_metrics
+
+    # the report reads it as "robust acc", beside the clean accuracy
+    assert robust_metrics(first.metrics, "sst2")["robust acc"] == m["robust_accuracy"]
     (results / cfg.run_id() / "result.json").unlink()
     again = run_cell(cfg, results)  # same config, same trained weights: every outcome from the cache
     assert again.meta["attack"]["deepwordbug"]["cache_hits"] == 4
