@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # pip config) only when the install fails, so a failed install still stops make.
 PIPLOG = 2>.pip-install.log || { grep -v "is ignored" .pip-install.log; exit 1; }
 
-.PHONY: venv demo test fast-test lint lint-imports browser lock check-latest clean
+.PHONY: venv demo test fast-test lint lint-imports browser wordnet lock check-latest clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,13 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 	  echo "make browser: no Chromium and cannot install it; the render test will skip"
+
+# WordNet 3.0 (Debian's wordnet-base) for the `pwws` attack recipe and its tests (needs root).
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null) ; } || \
+	  echo "make wordnet: no WordNet in /usr/share/wordnet and cannot install it; the pwws tests will skip"
 
 test: venv lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ from nluforge.core.config import build
 from nluforge.core.errors import UserError
 from nluforge.core.registry import Registry
 
-ATTACKS: Registry[Any] = Registry("attack", hint="no attack is available in this version of nluforge")
+ATTACKS: Registry[Any] = Registry("attack")  # filled by nluforge.attack: its error lists the recipes
 AUDITS: Registry[Any] = Registry("audit", hint="no audit is available in this version of nluforge")
 PRIVACY: Registry[Any] = Registry("privacy method",
                                   hint="no privacy method is available in this version of nluforge")

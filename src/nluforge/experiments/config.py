@@ -50,6 +50,28 @@ class DataConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """``train.adversarial``: embedding-space adversarial training (nluforge.train.adversarial).
+
+    ``freelb`` (Zhu et al. 2020) accumulates the gradients of ``steps`` ascent steps; ``pgd`` (Madry et
+    al. 2018) trains on the last one. More steps cost a forward and backward each."""
+
+    method: Literal["none", "freelb", "pgd"] = "none"
+    steps: int = 3  # ascent steps K (FreeLB's adv-steps; 2-3 in the paper's GLUE runs)
+    alpha: float = 0.1  # ascent step size (FreeLB's adv-lr)
+    epsilon: float = 1.0  # radius of the perturbation ball (FreeLB's adv-max-norm); 0: unbounded
+    norm: Literal["l2", "linf"] = "l2"
+    init_mag: float = 0.0  # FreeLB's adv-init-mag: random start inside the ball; 0: start at zero
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise UserError(f"train.adversarial.steps must be >= 1, got {self.steps}")
+        if self.alpha <= 0 or self.epsilon < 0 or self.init_mag < 0:
+            raise UserError("train.adversarial: alpha must be > 0, epsilon and init_mag >= 0; got "
+                            f"alpha={self.alpha}, epsilon={self.epsilon}, init_mag={self.init_mag}")
+
+
+@dataclass
 class TrainConfig:
     """The training loop's knobs. ``lr=None`` takes the method's recommended learning rate."""
 
@@ -79,6 +101,7 @@ class TrainConfig:
     checkpoint_codec_params: dict[str, Any] = field(default_factory=dict)
     num_threads: int | None = None  # torch intra-op threads on CPU; None: leave as is
     log_every: int = 20
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def __post_init__(self):
         if self.epochs <= 0:
@@ -217,6 +240,8 @@ class RunConfig:
             del data["eval"]["baselines"]
         if self.train.checkpoint_codec == "none" and not self.train.checkpoint_codec_params:
             del data["train"]["checkpoint_codec"], data["train"]["checkpoint_codec_params"]
+        if self.train.adversarial.method == "none":
+            del data["train"]["adversarial"]
         blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

@@ -20,6 +20,7 @@ writes the run directory, saves, evaluates and records, while the others wait at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -77,6 +78,13 @@ def prepare(cfg: RunConfig) -> Prepared:
 
     sections = resolve_sections(cfg)  # cheap checks first: bad names fail in a second
     cfg = cfg.parent()
+    if cfg.train.adversarial.method != "none":
+        from nluforge.methods import METHODS
+
+        if getattr(METHODS.get(cfg.method), "prefit", None) is not None:
+            raise UserError(f"train.adversarial does not apply to {cfg.method}: it trains itself, without the "
+                            "training loop the perturbation goes through; drop train.adversarial or pick a "
+                            "method trained by gradient steps (full, lora, prompt_based, ...)")
     if not cfg.data.train_file:
         get_task(cfg.task)
     from nluforge.models.loading import load_tokenizer
@@ -116,7 +124,13 @@ class Stage:
 def _train(state: RunState) -> None:
     from nluforge.experiments.stages import learning_rate, train_stage
 
-    t = train_stage(state)
+    adv, loss_fn = state.cfg.train.adversarial, None
+    if adv.method != "none":  # FreeLB / PGD through the loop's loss seam
+        from nluforge.train.adversarial import adversarial_loss
+
+        loss_fn = adversarial_loss(adv.method, steps=adv.steps, alpha=adv.alpha, epsilon=adv.epsilon,
+                                   norm=adv.norm, init_mag=adv.init_mag)
+    t = train_stage(state, loss_fn=loss_fn)
     state.model, state.fit, state.peak, state.ckpt_mb = t.model, t.fit, t.peak, t.ckpt_mb
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
@@ -127,6 +141,8 @@ def _train(state: RunState) -> None:
     evals = [h for h in t.fit.history if "step" in h]  # the dev metric per evaluation (e.g. MeZO's curve)
     if len(evals) > 1:
         state.meta["train"]["history"] = evals
+    if loss_fn is not None:
+        state.meta["train"]["adversarial"] = dataclasses.asdict(adv)
     prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
     if prefit:
         state.meta["train"]["prefit"] = prefit[0]

@@ -41,6 +41,9 @@ class Sections:
 
 def resolve_sections(cfg: RunConfig) -> Sections:
     """Resolve and validate method, optimizer, compress, attack, audit, privacy and the checkpoint codec."""
+    import nluforge.attack
+
+    nluforge.attack.register()  # the attack recipes, into ATTACKS
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second

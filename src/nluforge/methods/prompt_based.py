@@ -191,7 +191,11 @@ class PromptModel(nn.Module):
         limit = getattr(model.config, "max_position_embeddings", 512) - 2
         self.max_len = min(limit, tokenizer.model_max_length or limit)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_kw):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, inputs_embeds=None, **_kw):
+        if inputs_embeds is not None:  # never drop it silently: the patterns are rebuilt from input_ids
+            raise ValueError("PromptModel rebuilds each pattern's sequence from input_ids, so inputs_embeds "
+                             "cannot be placed; perturb the embedding module's output instead "
+                             "(nluforge.train.adversarial hooks it, once per pattern)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lengths = attention_mask.sum(1).tolist()
