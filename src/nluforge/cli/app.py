@@ -27,7 +27,7 @@ def _root() -> None:
     """nluforge: which way of adapting my encoder gives the best accuracy for what I can afford?"""
 
 
-_COMMANDS = ["train", "evaluate", "predict", "listing", "report", "bench", "compress"]
+_COMMANDS = ["train", "evaluate", "predict", "listing", "report", "bench", "compress", "audit"]
 
 
 def _load_commands() -> None:

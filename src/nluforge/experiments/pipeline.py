@@ -71,6 +71,10 @@ def prepare(cfg: RunConfig) -> Prepared:
 
     sections = resolve_sections(cfg)  # cheap checks first: bad names fail in a second
     cfg = cfg.parent()
+    if sections.privacy is not None:
+        from nluforge.experiments.dp_train import check_private
+
+        check_private(cfg, sections.privacy.config)  # method / optimizer: before anything loads
     if not cfg.data.train_file:
         get_task(cfg.task)
     from nluforge.models.loading import load_tokenizer
@@ -78,6 +82,15 @@ def prepare(cfg: RunConfig) -> Prepared:
     set_threads(cfg.train.num_threads)
     spec, splits, notes = load_data(cfg)  # load
     eval_split_names(cfg, spec, splits)
+    audit_split = None
+    if cfg.data.audit_holdout or cfg.data.audit_shadow:
+        from nluforge.experiments.audit import reserve_members
+
+        splits["train"], audit_split = reserve_members(cfg, splits["train"])
+    if sections.privacy is not None:
+        from nluforge.experiments.dp_train import check_private
+
+        check_private(cfg, sections.privacy.config, len(splits["train"]))  # delta < 1/n
     unlabeled = None
     if getattr(sections.method, "distill", False):
         from nluforge.experiments.pet_distill import load_unlabeled
@@ -87,7 +100,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     tokenizer = load_tokenizer(cfg.model)
     seed_everything(cfg.seed)  # the head's (and the method's) initialisation
     model, module, method_cfg = build_model(cfg, spec, tokenizer)  # adapt
-    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections)
+    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections,
+                    audit_split=audit_split)
 
 
 # ---- the stages --------------------------------------------------------------------------------------
@@ -104,11 +118,18 @@ class Stage:
 def _train(state: RunState) -> None:
     from nluforge.experiments.stages import learning_rate, train_stage
 
-    t = train_stage(state)
+    if state.prep.sections is not None and state.prep.sections.privacy is not None:
+        from nluforge.experiments.dp_train import dp_train_stage
+
+        t, plan = dp_train_stage(state)  # DP-SGD through the stage's sampler / update_step seams
+        state.meta["train"] = {"lr": plan.lr}
+    else:
+        t = train_stage(state)
     state.model, state.fit, state.peak, state.ckpt_mb = t.model, t.fit, t.peak, t.ckpt_mb
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
-                           "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+                           "stopped_early": t.fit.stopped_early,
+                           "lr": state.meta.get("train", {}).get("lr") or learning_rate(state.prep)}
     prefit = [h["prefit"] for h in t.fit.history if "prefit" in h]  # a method that trains itself (SetFit)
     if prefit:
         state.meta["train"]["prefit"] = prefit[0]
@@ -133,6 +154,10 @@ def _save(state: RunState) -> None:
     from nluforge.experiments.stages import save_model
 
     state.model_dir = save_model(state.prep, state.model, state.run_dir)
+    if state.prep.audit_split is not None:  # before the audit stage, which reads it
+        from nluforge.experiments.audit import write_split
+
+        state.meta["audit_split"] = write_split(state.run_dir, state.prep.audit_split)
 
 
 def _evaluate(state: RunState) -> None:

@@ -39,6 +39,7 @@ class Sections:
 
 def resolve_sections(cfg: RunConfig) -> Sections:
     """Resolve and validate method, optimizer, compress, attack, audit and privacy; raise UserError."""
+    import nluforge.privacy  # noqa: F401 - registers dp_sgd and the loss / lira audits
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second
