@@ -141,14 +141,17 @@ class PrivateGradients:
         losses = self.loss_fn(self.model, batch)  # (B,)
         if self.mode == "ghost":
             losses.sum().backward(retain_graph=True)  # hooks: per-example norms only (no per-example grads)
-            norms = torch.stack([p._norm_sample for p in self.params]).norm(dim=0)  # (B,)
+            # a parameter outside the forward path (BERT's pooler under mean pooling) has no norm: zero
+            norms = torch.stack([p._norm_sample for p in self.params
+                                 if getattr(p, "_norm_sample", None) is not None]).norm(dim=0)  # (B,)
             coef = (self.limits[0] / (norms + 1e-6)).clamp(max=1.0)  # (B,)
             self._zero()
             self.gsm.disable_hooks()
             (coef.detach() * losses).sum().backward()  # p.grad = sum_i coef_i g_i
             self.gsm.enable_hooks()
             for acc, p in zip(self.summed, self.params, strict=True):
-                acc.add_(p.grad)
+                if p.grad is not None:
+                    acc.add_(p.grad)
             self.stats.norms = norms[None].detach()
         else:
             losses.sum().backward()
@@ -159,9 +162,12 @@ class PrivateGradients:
     def _clip_and_add(self) -> None:
         i, group_norms = 0, []
         for group, limit in zip(self.groups, self.limits, strict=True):
-            gs = [p.grad_sample for _, p in group]  # each (B, *p.shape)
+            b = next(p.grad_sample.shape[0] for p in self.params if p.grad_sample is not None)
+            # a parameter outside the forward path (BERT's pooler under mean pooling) has none: zeros
+            gs = [p.grad_sample if p.grad_sample is not None else p.new_zeros((b, *p.shape))
+                  for _, p in group]  # each (B, *p.shape)
             for g in gs:
-                if g.shape[0] != gs[0].shape[0]:  # the DEPENDENCIES.md trap: a (1, ...) grad sample
+                if g.shape[0] != b:  # the DEPENDENCIES.md trap: a (1, ...) grad sample
                     raise RuntimeError("a per-sample gradient lacks the batch dimension; DP would be void")
             norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in gs]).norm(dim=0)  # (B,)
             coef = (limit / (norms + 1e-6)).clamp(max=1.0)  # (B,)
