@@ -286,3 +286,15 @@ def test_dp_run_records_eps_spent_and_the_member_split_and_its_audit_steps_run(t
         assert record["epsilon_spent"] == p["epsilon_spent"] and len(record["roc"]["fpr"]) > 1
     shadows = sorted((run_dir / "shadows").glob("*/result.json"))
     assert len(shadows) == 2  # grid cells: a rerun of the audit finds them finished
+    from nluforge.report import build_report
+    from nluforge.report.build import load_report
+
+    paths = build_report(tmp_path / "results", tmp_path / "report")
+    text = paths.markdown.read_text()
+    assert "## Privacy: budget spent and membership audits" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"| {cfg.run_id()} |")]
+    auc = result.metrics["audited"]["lira"]["auc"]
+    assert any(f"| lira | {auc:.3f} |" in ln and f"| {p['epsilon_spent']:.3g} |" in ln for ln in lines), lines
+    assert (tmp_path / "report" / "plots" / "privacy-roc.svg").is_file()
+    assert "privacy-roc" in paths.html.read_text()
+    assert load_report(tmp_path / "results").n_runs == 1  # the shadows are not variants of their own

@@ -178,7 +178,9 @@ def collect_runs(results_dir: str | Path, on_warning: Warn) -> tuple[list[RunRec
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
-    paths = sorted(root.rglob(RESULT_FILE))
+    from nluforge.report.privacy import is_shadow
+
+    paths = [p for p in sorted(root.rglob(RESULT_FILE)) if not is_shadow(p, root)]  # LiRA shadows: not variants
     if not paths:
         raise UserError(
             f"no results in {root}: no {RESULT_FILE} found (run `nluforge bench` or `nluforge train` first)"
