@@ -298,3 +298,24 @@ def test_dp_run_records_eps_spent_and_the_member_split_and_its_audit_steps_run(t
     assert (tmp_path / "report" / "plots" / "privacy-roc.svg").is_file()
     assert "privacy-roc" in paths.html.read_text()
     assert load_report(tmp_path / "results").n_runs == 1  # the shadows are not variants of their own
+
+
+def test_privacy_is_a_grid_axis_and_its_sections_resolve():
+    import yaml
+
+    from nluforge.experiments.grid import parse_grid
+    from nluforge.experiments.sections import resolve_sections
+
+    cells = parse_grid(yaml.safe_load("""
+grid:
+  method: [full, lora]
+  privacy: [null, {method: dp_sgd, params: {epsilon: 3, clipping: group, groups: blocks}}]
+""")).cells()
+    assert len(cells) == 4 and len({c.config.run_id() for c in cells}) == 4
+    private = [c for c in cells if c.config.privacy.method == "dp_sgd"]
+    assert len(private) == 2 and all(c.labels["privacy"] != "none" for c in private)
+    step = resolve_sections(private[0].config).privacy
+    assert step.config.epsilon == 3 and step.config.clipping == "group"
+    assert resolve_sections(next(c for c in cells if c.labels["privacy"] == "none").config).privacy is None
+    with pytest.raises(UserError, match="epsilon must be > 0"):
+        resolve_sections(resolve({"privacy": {"method": "dp_sgd", "params": {"epsilon": -1}}}))
