@@ -125,7 +125,7 @@ def audit_run(run_dir: Path, attack: str, options, *, runner=None, servable=None
 def shadow_cells(cfg, options, pool_size: int):
     """The k shadow runs: the audited config on the shadow's half of the pool, no steps, no extras."""
     ev = dataclasses.replace(cfg.eval, baselines=False, latency=False, advglue=False, save_predictions=False)
-    return [dataclasses.replace(cfg, name=f"{cfg.slug()}-shadow{i}of{options.shadows}", audit=[], attack=[],
+    return [dataclasses.replace(cfg, name=f"shadow{i}of{options.shadows}", audit=[], attack=[],
                                 compress=[], eval=ev,
                                 data=dataclasses.replace(cfg.data, audit_shadow=[i, options.shadows, options.seed]))
             for i in range(options.shadows)]
