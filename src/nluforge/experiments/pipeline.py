@@ -84,7 +84,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     eval_split_names(cfg, spec, splits)
     audit_split = None
     if cfg.data.audit_holdout or cfg.data.audit_shadow:
-        from nluforge.experiments.audit import reserve_members
+        from nluforge.experiments.audit_split import reserve_members
 
         splits["train"], audit_split = reserve_members(cfg, splits["train"])
     if sections.privacy is not None:
@@ -155,7 +155,7 @@ def _save(state: RunState) -> None:
 
     state.model_dir = save_model(state.prep, state.model, state.run_dir)
     if state.prep.audit_split is not None:  # before the audit stage, which reads it
-        from nluforge.experiments.audit import write_split
+        from nluforge.experiments.audit_split import write_split
 
         state.meta["audit_split"] = write_split(state.run_dir, state.prep.audit_split)
 

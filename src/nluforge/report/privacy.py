@@ -9,16 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nluforge.report.collect import is_shadow
 from nluforge.report.plots import Plot
-
-SHADOWS_DIR = "shadows"  # LiRA shadow runs live under RUN/shadows/: not variants of their own
-
-
-def is_shadow(path: Path, root: Path) -> bool:
-    """A result.json of a LiRA shadow run (under ``RUN/shadows/`` of an audited run)."""
-    parts = path.relative_to(root).parts
-    return any(p == SHADOWS_DIR and (root.joinpath(*parts[:i]) / "audit_split.json").is_file()
-               for i, p in enumerate(parts))
 
 
 @dataclass
