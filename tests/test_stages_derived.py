@@ -61,7 +61,8 @@ def fake_steps(monkeypatch):
     ({"compress": [{"embeddings": False}]}, "compress[0] needs 'method: NAME'"),
     ({"attack": [{"method": "textfoler"}]}, "unknown attack 'textfoler' (did you mean 'textfooler'?)"),
     ({"audit": [{"method": "membershp"}]}, "unknown audit 'membershp' (did you mean 'membership'?)"),
-    ({"privacy": {"method": "dp_sgd"}}, "unknown privacy method 'dp_sgd'"),
+    ({"privacy": {"method": "dp_sdg"}}, "unknown privacy method 'dp_sdg'"),
+    ({"privacy": {"method": "dp_sgd", "params": {"epsilon": 0}}}, "epsilon must be > 0"),
     ({"privacy": {"metod": "dp_sgd"}}, "unknown key 'privacy.metod' (did you mean 'method'?)"),
 ])
 def test_unknown_step_or_option_fails_in_prepare_before_any_load(fake_steps, monkeypatch, override, needle):

@@ -28,7 +28,7 @@ def _root() -> None:
 
 
 _COMMANDS = ["train", "evaluate", "predict", "listing", "report", "bench", "compress", "distill",
-             "checkpoints", "attack"]
+             "checkpoints", "attack", "audit"]
 
 
 def _load_commands() -> None:

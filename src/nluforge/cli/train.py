@@ -35,6 +35,13 @@ def train(
     checkpoint_codec: str = typer.Option(None, "--checkpoint-codec", help="Compress training checkpoints: "
                                          "none (default) or dynaquant; options with --set "
                                          "train.checkpoint_codec_params.KEY=VALUE."),
+    dp_epsilon: float = typer.Option(None, "--dp-epsilon", help="Train with DP-SGD (privacy method dp_sgd) "
+                                     "to this epsilon; other options with --set privacy.params.KEY=VALUE."),
+    dp_delta: float = typer.Option(None, "--dp-delta", help="DP delta (default 1/(10 n); must be < 1/n)."),
+    dp_max_grad_norm: float = typer.Option(None, "--dp-max-grad-norm", help="DP per-example clipping norm C "
+                                           "(default 0.1, Li et al. 2022)."),
+    audit_holdout: int = typer.Option(None, "--audit-holdout", help="Reserve N seeded training examples as "
+                                      "non-members (and record N members) for `nluforge audit`."),
     params: list[str] = Param,
     optim: str = Optim,
     optim_params: list[str] = OptimParam,
@@ -52,7 +59,12 @@ def train(
              "data.label_field": label_field, "data.max_train_samples": max_train_samples,
              "data.k_shot": k_shot, "data.max_length": max_length, "train.epochs": epochs,
              "train.max_steps": max_steps, "train.lr": lr, "train.batch_size": batch_size,
-             "train.eval_every": eval_every, "train.checkpoint_codec": checkpoint_codec, "optimizer": optim}
+             "train.eval_every": eval_every, "train.checkpoint_codec": checkpoint_codec, "optimizer": optim,
+             "data.audit_holdout": audit_holdout,
+             "privacy.params.epsilon": dp_epsilon, "privacy.params.delta": dp_delta,
+             "privacy.params.max_grad_norm": dp_max_grad_norm}
+    if dp_epsilon is not None or dp_delta is not None or dp_max_grad_norm is not None:
+        flags["privacy.method"] = "dp_sgd"
     cfg = resolve(config_layers(config, flags, params, sets, optim_params))
     run_dir = output_dir / cfg.parent().run_id()  # compress steps: derived runs beside it, afterwards
     if resume and not (run_dir / "checkpoints").is_dir():

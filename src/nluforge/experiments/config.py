@@ -39,9 +39,15 @@ class DataConfig:
     max_eval_samples: int | None = None  # seeded subset of each eval split (None: all)
     k_shot: int | None = None  # K examples per class, seeded (LM-BFF)
     max_length: int = 128  # tokens; longer inputs are truncated
+    # Membership audits (nluforge.experiments.audit): reserve N seeded training examples as non-members
+    # and record N members beside them; the run trains on the rest.
+    audit_holdout: int | None = None
+    # LiRA shadow runs only: [index, k, seed]: train on the examples of the audit pool (members and
+    # non-members of the audited run) that fall in this shadow's random half.
+    audit_shadow: list[int] | None = None
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples", "k_shot"):
+        for name in ("max_train_samples", "max_eval_samples", "k_shot", "audit_holdout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"data.{name} must be a positive integer, got {value}")
@@ -228,9 +234,9 @@ class RunConfig:
     def hash8(self) -> str:
         """Content hash of the resolved config: same config, same run directory.
 
-        An unset ``privacy`` section, an empty ``distill`` list, ``eval.baselines`` at its default
-        (true) and an unset ``train.checkpoint_codec`` are left out, so run ids from before they
-        existed stay valid."""
+        An unset ``privacy`` section, unset ``data.audit_*``, an empty ``distill`` list,
+        ``eval.baselines`` at its default (true), an unset ``train.checkpoint_codec`` and
+        ``train.adversarial`` off are left out, so run ids from before they existed stay valid."""
         data = self.to_dict()
         if not self.privacy.is_set():
             del data["privacy"]
@@ -242,6 +248,9 @@ class RunConfig:
             del data["train"]["checkpoint_codec"], data["train"]["checkpoint_codec_params"]
         if self.train.adversarial.method == "none":
             del data["train"]["adversarial"]
+        for key in ("audit_holdout", "audit_shadow"):
+            if data["data"][key] is None:
+                del data["data"][key]
         blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

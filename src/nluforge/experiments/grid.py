@@ -17,7 +17,8 @@ A grid file has this shape (every key but ``version`` optional)::
 
 An axis entry becomes a *patch* of the run config: ``task``/``model``/``method``/``optimizer`` take a
 name or ``{name, params (method/optimizer only), <any other RunConfig key>}``; ``seed`` and ``name``
-take a scalar; ``data``/``train``/``eval`` take a partial mapping; ``compress``/``attack``/``audit``
+take a scalar; ``data``/``train``/``eval``/``privacy`` take a partial mapping (``privacy: null``: not
+private); ``compress``/``attack``/``audit``
 take a list of steps (``{method: NAME, <options>}``; ``[]`` or ``null``: none; one mapping: one step).
 Compress steps are *derived runs*: a cell with M compress steps expands into its trained cell
 (``compress: []``) followed by M derived cells, one per step, so N trainings and M steps cost N
@@ -44,7 +45,7 @@ GRID_VERSION = 1
 TOP_KEYS = ("version", "description", "base", "grid", "zip", "exclude", "resources")
 NAMED_AXES = ("task", "model", "method", "optimizer")
 SCALAR_AXES = ("seed", "name")
-SECTION_AXES = ("data", "train", "eval")
+SECTION_AXES = ("data", "train", "eval", "privacy")  # privacy: {method: dp_sgd, params: {...}}; null: none
 STEP_AXES = ("compress", "distill", "attack", "audit")
 AXES = NAMED_AXES + SCALAR_AXES + SECTION_AXES + STEP_AXES
 
@@ -193,6 +194,8 @@ def _entries(axis: str, values: Any, where: str, base: dict[str, Any]) -> list[E
 def _entry(axis: str, value: Any, where: str) -> Entry:
     if axis in NAMED_AXES:
         return _named_entry(axis, value, where)
+    if axis == "privacy" and value is None:  # a non-private cell beside private ones
+        return Entry("none", {"privacy": {"method": None, "params": {}}})
     if axis in SECTION_AXES:
         section = _mapping(value, where)
         return Entry(_kv_label(section) or "default", {axis: section})

@@ -85,6 +85,10 @@ def prepare(cfg: RunConfig) -> Prepared:
             raise UserError(f"train.adversarial does not apply to {cfg.method}: it trains itself, without the "
                             "training loop the perturbation goes through; drop train.adversarial or pick a "
                             "method trained by gradient steps (full, lora, prompt_based, ...)")
+    if sections.privacy is not None:
+        from nluforge.experiments.dp_train import check_private
+
+        check_private(cfg, sections.privacy.config)  # method / optimizer: before anything loads
     if not cfg.data.train_file:
         get_task(cfg.task)
     from nluforge.models.loading import load_tokenizer
@@ -92,6 +96,15 @@ def prepare(cfg: RunConfig) -> Prepared:
     set_threads(cfg.train.num_threads)
     spec, splits, notes = load_data(cfg)  # load
     eval_split_names(cfg, spec, splits)
+    audit_split = None
+    if cfg.data.audit_holdout or cfg.data.audit_shadow:
+        from nluforge.experiments.audit_split import reserve_members
+
+        splits["train"], audit_split = reserve_members(cfg, splits["train"])
+    if sections.privacy is not None:
+        from nluforge.experiments.dp_train import check_private
+
+        check_private(cfg, sections.privacy.config, len(splits["train"]))  # delta < 1/n
     unlabeled = None
     if getattr(sections.method, "distill", False):
         from nluforge.experiments.pet_distill import load_unlabeled
@@ -107,7 +120,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     if OPTIMIZERS.entry(cfg.optimizer).meta.get("update_step") == "second_order" and cfg.train.max_grad_norm:
         notes.append(f"{cfg.optimizer}: train.max_grad_norm={cfg.train.max_grad_norm} is not applied (the "
                      "Hessian-vector product differentiates the unclipped gradient)")
-    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections)
+    return Prepared(cfg, spec, splits, tokenizer, model, module, method_cfg, notes, unlabeled, sections,
+                    audit_split=audit_split)
 
 
 # ---- the stages --------------------------------------------------------------------------------------
@@ -130,11 +144,18 @@ def _train(state: RunState) -> None:
 
         loss_fn = adversarial_loss(adv.method, steps=adv.steps, alpha=adv.alpha, epsilon=adv.epsilon,
                                    norm=adv.norm, init_mag=adv.init_mag)
-    t = train_stage(state, loss_fn=loss_fn)
+    dp_lr = None
+    if state.prep.sections is not None and state.prep.sections.privacy is not None:
+        from nluforge.experiments.dp_train import dp_train_stage
+
+        t, plan = dp_train_stage(state)  # DP-SGD through the stage's sampler / update_step seams
+        dp_lr = plan.lr
+    else:
+        t = train_stage(state, loss_fn=loss_fn)
     state.model, state.fit, state.peak, state.ckpt_mb = t.model, t.fit, t.peak, t.ckpt_mb
     state.device, state.accelerator = t.device, t.accelerator
     state.meta["train"] = {"steps": t.fit.steps, "best_step": t.fit.best_step,
-                           "stopped_early": t.fit.stopped_early, "lr": learning_rate(state.prep)}
+                           "stopped_early": t.fit.stopped_early, "lr": dp_lr or learning_rate(state.prep)}
     if t.memory is not None:  # the optimizer that ran (its backend) and the training memory by part
         state.meta["train"]["optimizer"] = {"name": state.cfg.optimizer, **t.memory.pop("optimizer")}
         state.meta["train"]["memory"] = t.memory
@@ -167,6 +188,10 @@ def _save(state: RunState) -> None:
     from nluforge.experiments.stages import save_model
 
     state.model_dir = save_model(state.prep, state.model, state.run_dir)
+    if state.prep.audit_split is not None:  # before the audit stage, which reads it
+        from nluforge.experiments.audit_split import write_split
+
+        state.meta["audit_split"] = write_split(state.run_dir, state.prep.audit_split)
 
 
 def _evaluate(state: RunState) -> None:

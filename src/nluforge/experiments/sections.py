@@ -44,6 +44,7 @@ def resolve_sections(cfg: RunConfig) -> Sections:
     import nluforge.attack
 
     nluforge.attack.register()  # the attack recipes, into ATTACKS
+    import nluforge.privacy  # noqa: F401 - registers dp_sgd and the loss / lira audits
     from nluforge.compress import COMPRESSORS
 
     # the step sections first: they import no torch, so a bad step fails in well under a second

@@ -24,6 +24,7 @@ class Prepared:
     notes: list[str]
     unlabeled: list[tuple[str, ...]] | None = None  # prompt_based distill: texts to soft-label (PET)
     sections: Any = None  # nluforge.experiments.sections.Sections (typed method/optimizer/steps/privacy)
+    audit_split: dict[str, Any] | None = None  # membership audits: members / non-members (experiments.audit)
     parent: Any = None  # derived runs: nluforge.experiments.servable.Servable of the parent run
     distill: Any = None  # distill derived runs: nluforge.experiments.distillation.Plan (students, options)
 

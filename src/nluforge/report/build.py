@@ -15,6 +15,7 @@ from nluforge.report.collect import Warn, collect_runs
 from nluforge.report.html import render_html
 from nluforge.report.markdown import render_markdown
 from nluforge.report.plots import Plot, task_plots
+from nluforge.report.privacy import markdown_lines, privacy_rows, roc_plot
 from nluforge.report.stats import ALPHA
 from nluforge.report.summary import Report, summarize
 
@@ -54,9 +55,32 @@ def write_report(report: Report, out_dir: str | Path) -> ReportPaths:
         for task_plots_ in plots.values()
         for p in task_plots_
     )
-    html = atomic_write_text(out / "report.html", render_html(report, plots))
-    markdown = atomic_write_text(out / "report.md", render_markdown(report, plots, PLOT_DIR))
+    rows = privacy_rows(report.results_dir)
+    roc = roc_plot(rows)
+    if roc is not None:
+        plot_paths += (atomic_write_text(out / PLOT_DIR / f"{roc.name}.svg", roc.svg + "\n"),)
+    section = markdown_lines(rows, roc, PLOT_DIR)
+    page = render_html(report, plots)
+    if section:  # the privacy table and ROC plot, before the reading guide
+        extra = _html_section(section, roc)
+        page = page.replace("<footer>", extra + "<footer>", 1)
+    html = atomic_write_text(out / "report.html", page)
+    text = render_markdown(report, plots, PLOT_DIR)
+    if section:
+        head, sep, tail = text.rpartition("---\n")
+        text = head + "\n".join(section) + "\n" + sep + tail if sep else text + "\n".join(section)
+    markdown = atomic_write_text(out / "report.md", text)
     return ReportPaths(html=html, markdown=markdown, plots=plot_paths)
+
+
+def _html_section(lines: list[str], roc) -> str:
+    from html import escape
+
+    table = [ln for ln in lines if ln.startswith("|") and not ln.startswith("|---")]
+    cells = ["<tr>" + "".join(f"<td>{escape(c.strip())}</td>" for c in ln.strip("|").split("|")) + "</tr>"
+             for ln in table]
+    return (f"<section><h2>{escape(lines[0].lstrip('# '))}</h2><p>{escape(lines[2])}</p><table>{''.join(cells)}"
+            f"</table>{roc.svg if roc is not None else ''}</section>")
 
 
 def build_report(

@@ -173,12 +173,22 @@ def _attach(record: RunRecord, on_warning: Warn) -> RunRecord:
     return record
 
 
+SHADOWS_DIR = "shadows"  # LiRA shadow runs live under RUN/shadows/: not variants of their own
+
+
+def is_shadow(path: Path, root: Path) -> bool:
+    """A result.json of a LiRA shadow run (under ``RUN/shadows/`` of an audited run)."""
+    parts = path.relative_to(root).parts
+    return any(p == SHADOWS_DIR and (root.joinpath(*parts[:i]) / "audit_split.json").is_file()
+               for i, p in enumerate(parts))
+
+
 def collect_runs(results_dir: str | Path, on_warning: Warn) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
     """Every readable run under ``results_dir`` (recursively), and the ``(path, reason)`` of skipped files."""
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
-    paths = sorted(root.rglob(RESULT_FILE))
+    paths = [p for p in sorted(root.rglob(RESULT_FILE)) if not is_shadow(p, root)]  # LiRA shadows: not variants
     if not paths:
         raise UserError(
             f"no results in {root}: no {RESULT_FILE} found (run `nluforge bench` or `nluforge train` first)"
