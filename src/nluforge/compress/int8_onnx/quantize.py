@@ -148,7 +148,7 @@ def compress(model: nn.Module, cfg: Int8OnnxConfig) -> OrtModel:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise UserError("int8_onnx needs onnx and onnxruntime: pip install 'nluforge[onnx]'") from None
+        raise UserError("int8_onnx needs onnx and onnxruntime: pip install 'nluforge[compress]'") from None
     model = servable_form(model).to("cpu").eval()
     with tempfile.TemporaryDirectory(prefix="nluforge-onnx-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -177,4 +177,4 @@ def load(folder: Path, model: nn.Module, cfg: Int8OnnxConfig, layout: dict[str, 
     try:
         return OrtModel(path.read_bytes(), layout["inputs"])
     except ImportError:
-        raise UserError("int8_onnx needs onnx and onnxruntime: pip install 'nluforge[onnx]'") from None
+        raise UserError("int8_onnx needs onnx and onnxruntime: pip install 'nluforge[compress]'") from None
