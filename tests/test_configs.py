@@ -30,9 +30,13 @@ def test_default_grid_is_the_packaged_file():
     assert default_grid_path().is_file()
 
 
-def test_default_grid_covers_three_tasks_five_methods():
+def test_default_grid_covers_three_tasks_four_methods_each_with_an_int8_child():
     cells = load_grid(default_grid_path()).cells()
-    assert {c.config.task for c in cells} == {"sst2", "rte", "mrpc"}
-    assert {c.config.method for c in cells} >= {"full", "bitfit", "lora", "prompt_tuning", "adapter"}
+    assert {c.config.task for c in cells} == {"sst2", "qnli", "stsb"}  # one sentence, pairs, a regression
+    assert {c.config.method for c in cells} >= {"full", "bitfit", "lora", "prompt_tuning"}
+    trained = {c.run_id for c in cells if not c.config.compress}
+    children = [c for c in cells if c.config.compress]
+    assert [s["method"] for c in children for s in c.config.compress] == ["int8_dynamic"] * len(trained)
+    assert {c.config.parent().run_id() for c in children} == trained  # one int8 child per trained cell
     assert all(c.config.data.max_train_samples and c.config.train.epochs == 1 for c in cells)
     assert all(c.config.eval.advglue for c in cells)

@@ -55,7 +55,7 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
     from nluforge.core.runtime import device_and_accelerator, is_main_process
     from nluforge.eval.meters import PeakMemory
     from nluforge.models.loading import dir_size_mb
-    from nluforge.optim import build_optimizer, linear_schedule
+    from nluforge.optim import OPTIMIZERS, build_optimizer, linear_schedule
     from nluforge.train import fit
     from nluforge.train.loop import total_steps
     from nluforge.train.update_steps import for_optimizer
@@ -81,7 +81,8 @@ def train_stage(state, *, model=None, train=None, train_cfg=None, lr: float | No
         def evaluate(m):
             return split_metrics(prep, m, state.encoded[first], first)
 
-    update_step = update_step or for_optimizer(cfg.optimizer)  # MeZO: forwards only; AdaHessian: create_graph
+    if update_step is None and OPTIMIZERS.entry(cfg.optimizer).meta.get("update_step") is not None:
+        update_step = for_optimizer(cfg.optimizer)  # MeZO: forwards only; AdaHessian: create_graph
     # seams given only when set, so fit's own defaults apply otherwise
     seams = {k: v for k, v in (("loss_fn", loss_fn), ("sampler", sampler), ("update_step", update_step))
              if v is not None}
