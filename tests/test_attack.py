@@ -416,3 +416,17 @@ def test_adversarial_training_refused_for_a_method_without_the_loop():
                    "train": {"adversarial": {"method": "freelb"}}})
     with pytest.raises(UserError, match="train.adversarial does not apply to linear_probe"):
         prepare(cfg)
+
+
+@pytest.mark.parametrize("extra, named", [({"optimizer": "mezo"}, "the mezo optimizer"),
+                                          ({"optimizer": "adahessian"}, "the adahessian optimizer"),
+                                          ({"privacy": {"method": "dp_sgd", "params": {"epsilon": 8.0}}}, "DP-SGD")])
+def test_adversarial_training_refused_with_an_update_step_that_skips_the_loss(extra, named):
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import prepare
+
+    cfg = resolve({"task": "sst2", "model": "default", "method": "full",
+                   "train": {"adversarial": {"method": "freelb"}}, **extra})
+    with pytest.raises(UserError, match=f"train.adversarial cannot be combined with {named}") as err:
+        prepare(cfg)
+    assert "\n" not in str(err.value)

@@ -85,6 +85,13 @@ def prepare(cfg: RunConfig) -> Prepared:
             raise UserError(f"train.adversarial does not apply to {cfg.method}: it trains itself, without the "
                             "training loop the perturbation goes through; drop train.adversarial or pick a "
                             "method trained by gradient steps (full, lora, prompt_based, ...)")
+        from nluforge.optim import OPTIMIZERS
+
+        own_step = OPTIMIZERS.entry(cfg.optimizer).meta.get("update_step")
+        if sections.privacy is not None or own_step is not None:  # their update step would skip the loss seam
+            other = "DP-SGD" if sections.privacy is not None else f"the {cfg.optimizer} optimizer"
+            raise UserError(f"train.adversarial cannot be combined with {other}: its own update step does not "
+                            "go through the loss the perturbation lives in; drop one of the two")
     if sections.privacy is not None:
         from nluforge.experiments.dp_train import check_private
 
