@@ -8,8 +8,16 @@ bits per layer). The scheme and its departures from Q-BERT are described in
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
+from torch import nn
+
+from nluforge.compress.targets import fill_others, other_tensors, servable_form
+from nluforge.core.errors import UserError
+
+WEIGHTS = "model.safetensors"
+PARTS = ("qweight", "scale", "offset")
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -54,3 +62,44 @@ def dequantize_tensor(qweight: torch.Tensor, scale: torch.Tensor, offset: torch.
     codes = unpack(qweight, bits, n).float()
     group = torch.arange(n) // group_size  # (n,)
     return (offset.float()[group] + codes * scale.float()[group]).view(shape)
+
+
+def save_packed(model: nn.Module, packed: dict[str, tuple[torch.Tensor, ...]], folder: Path, fmt: str) -> dict[str, list[int]]:
+    """Write ``folder/model.safetensors``: ``name.qweight/.scale/.offset`` for each packed weight, every
+    other tensor as is. Returns each packed weight's shape, for the manifest's layout."""
+    from safetensors.torch import save_file
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    done = {name: params[name] for name in packed}
+    tensors = dict(other_tensors(model, done))
+    for name, parts in packed.items():
+        tensors |= {f"{name}.{part}": t for part, t in zip(PARTS, parts, strict=True)}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / WEIGHTS), metadata={"format": fmt})
+    return {name: list(params[name].shape) for name in packed}
+
+
+def load_packed(folder: Path, model: nn.Module, shapes: dict[str, list[int]], bits: dict[str, int],
+                group_size: int) -> tuple[nn.Module, dict[str, tuple[torch.Tensor, ...]]]:
+    """Rebuild ``model`` (the uncompressed structure) from :func:`save_packed`'s file: the packed weights
+    dequantized with their ``bits``, every other tensor filled in. Returns the model and the packed codes."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / WEIGHTS))
+    model = servable_form(model).to("cpu").eval()
+    params = dict(model.named_parameters(remove_duplicate=False))
+    packed, done = {}, {}
+    try:
+        for name, shape in shapes.items():
+            if list(params[name].shape) != list(shape):
+                raise KeyError(f"{name} is {tuple(params[name].shape)} here but {tuple(shape)} in the file")
+            packed[name] = tuple(tensors.pop(f"{name}.{part}") for part in PARTS)
+            done[name] = params[name]
+    except KeyError as err:
+        raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
+                        "run") from None
+    fill_others(model, done, tensors, str(folder / WEIGHTS))
+    with torch.no_grad():
+        for name, parts in packed.items():
+            done[name].copy_(dequantize_tensor(*parts, list(shapes[name]), bits[name], group_size))
+    return model, packed

@@ -33,12 +33,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from nluforge.compress.groupcodec import dequantize_tensor, pack, quantize_tensor, unpack  # noqa: F401 (re-exported)
+from nluforge.compress.groupcodec import (  # noqa: F401 (pack, unpack re-exported)
+    WEIGHTS,
+    dequantize_tensor,
+    load_packed,
+    pack,
+    quantize_tensor,
+    save_packed,
+    unpack,
+)
 from nluforge.compress.groupwise.config import GroupwiseConfig
-from nluforge.compress.targets import fill_others, other_tensors, servable_form, weight_targets
+from nluforge.compress.targets import servable_form, weight_targets
 from nluforge.core.errors import UserError
 
-WEIGHTS = "model.safetensors"
 PACKED = "_nluforge_groupwise"  # model attribute: {weight name: (qweight, scale, offset)} until saved
 
 
@@ -59,42 +66,15 @@ def compress(model: nn.Module, cfg: GroupwiseConfig) -> nn.Module:
 
 def save(model: nn.Module, cfg: GroupwiseConfig, folder: Path) -> dict[str, Any]:
     """Write ``model.safetensors``; return the layout (each quantized weight's shape) for the manifest."""
-    from safetensors.torch import save_file
-
     packed = getattr(model, PACKED, None)
     if packed is None:
         raise UserError("groupwise: this model was not compressed by groupwise.compress; compress it first")
-    params = dict(model.named_parameters(remove_duplicate=False))
-    done = {name: params[name] for name in packed}
-    tensors = dict(other_tensors(model, done))
-    for name, (qweight, scale, offset) in packed.items():
-        tensors |= {f"{name}.qweight": qweight, f"{name}.scale": scale, f"{name}.offset": offset}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / WEIGHTS),
-              metadata={"format": "nluforge-groupwise"})
-    return {"quantized": {name: list(params[name].shape) for name in packed}}
+    return {"quantized": save_packed(model, packed, folder, "nluforge-groupwise")}
 
 
 def load(folder: Path, model: nn.Module, cfg: GroupwiseConfig, layout: dict[str, Any]) -> nn.Module:
     """Rebuild the compressed model on ``model`` (the uncompressed structure) from ``folder``."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / WEIGHTS))
-    model = servable_form(model).to("cpu").eval()
-    params = dict(model.named_parameters(remove_duplicate=False))
-    packed, done = {}, {}
-    try:
-        for name, shape in layout["quantized"].items():
-            if list(params[name].shape) != shape:
-                raise KeyError(f"{name} is {tuple(params[name].shape)} here but {tuple(shape)} in the file")
-            packed[name] = tuple(tensors.pop(f"{name}.{part}") for part in ("qweight", "scale", "offset"))
-            done[name] = params[name]
-    except KeyError as err:
-        raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
-                        "run") from None
-    fill_others(model, done, tensors, str(folder / WEIGHTS))
-    with torch.no_grad():
-        for name, parts in packed.items():
-            done[name].copy_(dequantize_tensor(*parts, layout["quantized"][name], cfg.bits, cfg.group_size))
+    shapes = layout["quantized"]
+    model, packed = load_packed(folder, model, shapes, dict.fromkeys(shapes, cfg.bits), cfg.group_size)
     setattr(model, PACKED, packed)
     return model

@@ -36,12 +36,11 @@ import torch
 from torch import nn
 
 from nluforge.compress.calibration import forward, task_loss
-from nluforge.compress.groupcodec import dequantize_tensor, quantize_tensor
+from nluforge.compress.groupcodec import WEIGHTS, dequantize_tensor, load_packed, quantize_tensor, save_packed  # noqa: F401
 from nluforge.compress.hessian_mixed.config import HessianMixedConfig
-from nluforge.compress.targets import fill_others, other_tensors, servable_form, weight_targets
+from nluforge.compress.targets import servable_form, weight_targets
 from nluforge.core.errors import UserError
 
-WEIGHTS = "model.safetensors"
 STATE = "_nluforge_hessian_mixed"  # model attribute: what save() writes (packed tensors, bits, eigenvalues)
 
 
@@ -203,45 +202,18 @@ def compress(model: nn.Module, cfg: HessianMixedConfig, calibration=None) -> nn.
 
 def save(model: nn.Module, cfg: HessianMixedConfig, folder: Path) -> dict[str, Any]:
     """Write ``model.safetensors``; the layout holds each weight's shape and bits, and the eigenvalues."""
-    from safetensors.torch import save_file
-
     state = getattr(model, STATE, None)
     if state is None:
         raise UserError("hessian_mixed: this model was not compressed by hessian_mixed.compress; compress it first")
-    params = dict(model.named_parameters(remove_duplicate=False))
-    done = {name: params[name] for name in state["packed"]}
-    tensors = dict(other_tensors(model, done))
-    for name, (qweight, scale, offset) in state["packed"].items():
-        tensors |= {f"{name}.qweight": qweight, f"{name}.scale": scale, f"{name}.offset": offset}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().clone() for k, v in tensors.items()}, str(folder / WEIGHTS),
-              metadata={"format": "nluforge-hessian-mixed"})
-    return {"quantized": {n: {"shape": list(params[n].shape), "bits": b} for n, b in state["bits"].items()},
-            **state["report"]}
+    shapes = save_packed(model, state["packed"], folder, "nluforge-hessian-mixed")
+    return {"quantized": {n: {"shape": shapes[n], "bits": b} for n, b in state["bits"].items()}, **state["report"]}
 
 
 def load(folder: Path, model: nn.Module, cfg: HessianMixedConfig, layout: dict[str, Any]) -> nn.Module:
     """Rebuild the quantized model on ``model`` (the uncompressed structure) from ``folder``."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / WEIGHTS))
-    model = servable_form(model).to("cpu").eval()
-    params = dict(model.named_parameters(remove_duplicate=False))
-    packed, done = {}, {}
-    try:
-        for name, info in layout["quantized"].items():
-            if list(params[name].shape) != info["shape"]:
-                raise KeyError(f"{name} is {tuple(params[name].shape)} here but {tuple(info['shape'])} in the file")
-            packed[name] = tuple(tensors.pop(f"{name}.{part}") for part in ("qweight", "scale", "offset"))
-            done[name] = params[name]
-    except KeyError as err:
-        raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
-                        "run") from None
-    fill_others(model, done, tensors, str(folder / WEIGHTS))
+    shapes = {n: info["shape"] for n, info in layout["quantized"].items()}
     bits = {n: info["bits"] for n, info in layout["quantized"].items()}
-    with torch.no_grad():
-        for name, parts in packed.items():
-            done[name].copy_(dequantize_tensor(*parts, layout["quantized"][name]["shape"], bits[name], cfg.group_size))
+    model, packed = load_packed(folder, model, shapes, bits, cfg.group_size)
     report = {k: v for k, v in layout.items() if k != "quantized"}
     setattr(model, STATE, {"packed": packed, "bits": bits, "report": report})
     return model
