@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mezo-eval-every", type=int, default=2000)
     parser.add_argument("--no-sweep", action="store_true", help="use DEFAULT_LRS instead of a sweep")
     parser.add_argument("--sweep-train", type=int, default=2000)
+    parser.add_argument("--sweep-workers", type=int, default=1,
+                        help="sweep cells at once (their speed and memory are not reported; on a GPU they share it)")
+    parser.add_argument("--mezo-sweep-steps", type=int, default=2000, help="MeZO's steps per sweep cell (at most --mezo-steps)")
     parser.add_argument("--extra-lr", action="append", default=[], metavar="OPT/METHOD=LR",
                         help="also train this pair at this lr in the main part (repeatable); the best "
                              "dev accuracy per pair is the one the checks use")
@@ -88,7 +91,7 @@ def cell(args, optimizer: str, method: str, lr: float, n: int, *, steps: int | N
                     "train": train, "eval": {**QUIET, "save_predictions": predictions}})
 
 
-def run_cells(cells, results_dir: Path) -> dict:
+def run_cells(cells, results_dir: Path, workers: int = 1) -> dict:
     from nluforge.experiments.runners import RunnerOptions, run_grid
     from nluforge.results.store import iter_results
 
@@ -98,7 +101,7 @@ def run_cells(cells, results_dir: Path) -> dict:
             print(f"[{time.strftime('%H:%M:%S')}] {r.run_info.status:9s} {r.run_info.id} "
                   f"{r.run_info.wall_time_s or 0:.0f}s {r.run_info.error or ''}", file=sys.stderr, flush=True)
 
-    run_grid(cells, results_dir, RunnerOptions("process", workers=1, num_cpus=1), on_event=on_event)
+    run_grid(cells, results_dir, RunnerOptions("process", workers=workers, num_cpus=1), on_event=on_event)
     found = {run_dir.name: (run_dir, r) for run_dir, r in iter_results(results_dir)}
     return {c.run_id(): found.get(c.run_id()) for c in cells}
 
@@ -140,9 +143,9 @@ def sweep(args, work: Path, pairs) -> dict:
     if args.no_sweep:
         return {"lrs": {f"{o}/{m}": DEFAULT_LRS[o, m] for o, m in pairs}, "how": "fixed (--no-sweep)"}
     cells = [cell(args, o, m, lr, args.sweep_train, predictions=False,
-                  steps=min(args.mezo_steps, 2000) if o == "mezo" else None)
+                  steps=min(args.mezo_steps, args.mezo_sweep_steps) if o == "mezo" else None)
              for o, m in pairs for lr in SWEEP_LRS.get((o, m), [DEFAULT_LRS[o, m]])]
-    found = run_cells(cells, work / "sweep")
+    found = run_cells(cells, work / "sweep", args.sweep_workers)
     rows = []
     for c in cells:
         r = row(c, found[c.run_id()])
@@ -160,7 +163,8 @@ def sweep(args, work: Path, pairs) -> dict:
 
 
 def inference_probe(spec: dict) -> dict:
-    """One process: the model (with LoRA when asked) forwarding the training batches without gradients."""
+    """One process: the model (with LoRA when asked) forwarding the training batches without gradients, on the
+    device (and under the autocast) the training used: bf16 autocast on CUDA, fp32 on CPU."""
     import psutil
     import torch
 
@@ -175,17 +179,19 @@ def inference_probe(spec: dict) -> dict:
     cfg = resolve(spec["config"])
     prep = prepare(cfg)
     enc = encode_splits(prep, ["train"])["train"]
-    model = prep.model.eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = prep.model.to(device).eval()
     batches = _default_sampler(enc, cfg.train)(cfg.seed, 0)[: spec["batches"]]
     weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**20
-    with torch.no_grad(), PeakMemory(torch.device("cpu")) as peak:
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.no_grad(), autocast, PeakMemory(device) as peak:
         for idx in batches:
             batch = collate(enc, idx, prep.tokenizer.pad_token_id, regression=False)
-            model(**{k: v for k, v in batch.items() if k != "labels"})
+            model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
     runtime = peak.start_mb - weights
     return {"peak_mb": round(peak.mb, 1), "peak_above_runtime_mb": round(peak.mb - runtime, 1),
             "weights_mb": round(weights, 3), "activations_mb": round(peak.mb - peak.start_mb, 1),
-            "runtime_mb": round(runtime, 1), "batches": len(batches), "rss_now_mb":
+            "runtime_mb": round(runtime, 1), "batches": len(batches), "memory_kind": peak.kind, "rss_now_mb":
             round(psutil.Process().memory_info().rss / 2**20, 1)}
 
 

@@ -263,6 +263,32 @@ def test_mezo_n_spsa_averages_directions_regenerated_from_their_seeds():
     assert F.cosine_similarity(start - w.detach(), 2 * start, dim=0) > 0  # a descent direction on average
 
 
+def test_mezo_draws_a_large_parameter_in_chunks_and_the_same_z_every_walk(monkeypatch):
+    """A parameter larger than CHUNK gets z in bounded slices; every walk of one seed regenerates the
+    same z, so the +eps, -2eps, +eps perturbations restore the weights, and the update is the SPSA step."""
+    import nluforge.optim.mezo as mezo_mod
+
+    monkeypatch.setattr(mezo_mod, "CHUNK", 4)
+    w = torch.nn.Parameter(torch.linspace(-1, 1, 10).view(2, 5))
+    opt = MeZO([{"params": [w], "weight_decay": 0.0}], lr=0.1, eps=1e-3, seed=3)
+    sizes, zs = [], []
+    opt._walk(11, lambda group, p, z: (sizes.append(z.numel()), zs.append(z.clone())))
+    assert sizes == [4, 4, 2]  # never more than CHUNK elements at once
+    again = []
+    opt._walk(11, lambda group, p, z: again.append(z.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(zs, again, strict=True))
+    start = w.detach().clone()
+    losses = []
+    opt.step(lambda: losses.append(float((w**2).sum())) or (w**2).sum())
+    z = []
+    opt2 = MeZO([{"params": [torch.nn.Parameter(start.clone())], "weight_decay": 0.0}], lr=0.1, seed=3)
+    opt2._walk(mezo_mod.seed_for(3, 0, 0), lambda group, p, zz: z.append(zz))
+    z = torch.cat(z).view(2, 5)
+    g = (losses[0] - losses[1]) / 2e-3
+    assert abs(losses[0] - float(((start + 1e-3 * z) ** 2).sum())) < 1e-5  # the chunks form the one z
+    assert torch.allclose(w.detach(), start - 0.1 * g * z, atol=1e-5)
+
+
 def test_the_8bit_backend_that_ran_is_recorded():
     opt = build_optimizer("adamw8bit", tiny("adamw8bit"), lr=1e-3, weight_decay=0.0)
     assert opt.nluforge_info["backend"] == "bitsandbytes" and type(opt).__module__.startswith("bitsandbytes")

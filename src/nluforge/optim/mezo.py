@@ -41,6 +41,7 @@ from torch import nn
 
 from nluforge.core.errors import UserError
 
+CHUNK = 2**20  # elements of z drawn at once (4 MiB in fp32): bounds MeZO's only temporary
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)  # odd 64-bit constants (splitmix64)
 
 
@@ -71,15 +72,26 @@ class MeZO(torch.optim.Optimizer):
                 yield group, p
 
     def _walk(self, seed: int, fn: Callable[[dict, torch.Tensor, torch.Tensor], None]) -> None:
-        """Regenerate z from ``seed``, one parameter at a time, in a fixed order, and apply ``fn``."""
+        """Regenerate z from ``seed``, one parameter at a time, in a fixed order, and apply ``fn``.
+
+        A parameter larger than ``CHUNK`` elements gets its z in consecutive chunks of its flattened
+        view (``fn`` then sees a flat slice of ``p`` and a z of the slice's length): the one temporary is
+        at most ``CHUNK`` elements, not the size of the largest parameter (the word embeddings, half of
+        a small encoder). Not in the paper, which draws each parameter's z whole.
+        """
         generators: dict[torch.device, torch.Generator] = {}
         for group, p in self._params():
             g = generators.get(p.device)
             if g is None:
                 g = generators[p.device] = torch.Generator(device=p.device)
                 g.manual_seed(seed)
-            z = torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype)  # like p
-            fn(group, p, z)
+            if p.numel() <= CHUNK or not p.is_contiguous():
+                fn(group, p, torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype))  # like p
+                continue
+            flat = p.view(-1)
+            for start in range(0, flat.numel(), CHUNK):
+                part = flat[start:start + CHUNK]
+                fn(group, part, torch.randn(part.shape, generator=g, device=p.device, dtype=p.dtype))
 
     def _perturb(self, seed: int, scale: float) -> None:
         self._walk(seed, lambda group, p, z: p.add_(z, alpha=scale))
