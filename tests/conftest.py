@@ -122,3 +122,9 @@ def tiny_model_dir(tmp_path, tokenizer):
         return path
 
     return save
+
+
+def src_pythonpath(*first: str) -> str:
+    """PYTHONPATH for a test's subprocess: ``first`` (default: this checkout's src), then whatever the
+    caller's PYTHONPATH holds (a machine whose libraries live on it keeps them)."""
+    return os.pathsep.join([*(first or (str(REPO / "src"),)), *filter(None, [os.environ.get("PYTHONPATH")])])

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, src_pythonpath
 from test_train_loop import Counter, Crash, accuracy, run, synthetic
 
 from nluforge.core.errors import UserError
@@ -225,7 +225,7 @@ def test_unknown_codec_or_option_fails_in_prepare():
 
 
 def test_cli_unknown_codec_is_one_line():
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "nluforge", "train", "--checkpoint-codec", "zstd"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2
@@ -238,7 +238,7 @@ def test_kill_9_during_a_compressed_checkpoint_write_leaves_a_restorable_one(tmp
             "out_dir": str(tmp_path / "out"), "checkpoint_codec": "dynaquant", "codec_params": DQ,
             "write_sleep_s": 0.5}  # each file of a checkpoint takes 0.5 s more to write
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "spec.json")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt_dir = tmp_path / "ckpt"

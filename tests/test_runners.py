@@ -197,3 +197,16 @@ def test_a_second_runner_on_the_same_results_dir_is_refused(tmp_path):
         assert counts(tmp_path) == {}
     run_grid(make_cells(2), tmp_path, cell_fn=fake_cell)  # released: the next runner proceeds
     assert len(counts(tmp_path)) == 2
+
+
+def test_the_process_backend_spawns_where_cuda_is_available(monkeypatch):
+    """A forkserver whose preloaded libraries initialised CUDA forks children that cannot use it: on an
+    H200 every cell failed with "Cannot re-initialize CUDA in forked subprocess". With CUDA the default
+    start method is spawn; without it, forkserver (fast: the preloaded imports are shared)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert RunnerOptions("process").start_method == "spawn"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert RunnerOptions("process").start_method == ("forkserver" if sys.platform.startswith("linux") else "spawn")
+    assert RunnerOptions("process", start_method="spawn").start_method == "spawn"  # an explicit choice stays

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, src_pythonpath
 
 WORKER = REPO / "tests" / "fixtures" / "train_worker.py"
 
@@ -30,7 +30,7 @@ def test_two_processes_with_one_batch_take_the_same_steps_and_only_rank_0_writes
     spec = {"n": 3, "batch_size": 4, "epochs": 2, "checkpoint_every": 1, "ckpt_dir": str(tmp_path / "ckpt"),
             "out_dir": str(tmp_path / "out")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), str(WORKER), str(tmp_path / "spec.json")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

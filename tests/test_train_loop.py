@@ -40,7 +40,7 @@ def accuracy(model, enc: Encoded) -> float:
 
 
 def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evaluate=None, transform=None,
-        model=None, hooks_fn=None, optimizer_fn=None, **fit_kwargs):
+        model=None, hooks_fn=None, optimizer_fn=None, accelerator=None, **fit_kwargs):
     """The tiny BERT (or ``model``) trained by ``fit`` with seed 7 and AdamW (or ``optimizer_fn(model)``);
     ``hooks_fn(model, steps)`` builds hooks."""
     from accelerate import Accelerator
@@ -54,7 +54,7 @@ def run(train: Encoded, cfg: TrainConfig, tmp_path=None, *, resume=False, evalua
         optimizer = build_optimizer("adamw", model, lr=cfg.lr, weight_decay=0.01)
     scheduler = linear_schedule(optimizer, total_steps=steps, warmup_ratio=0.1)
     result = fit(model, train, cfg=cfg, seed=7, optimizer=optimizer, scheduler=scheduler, pad_id=0,
-                 accelerator=Accelerator(cpu=True), evaluate=evaluate, checkpoint_dir=tmp_path,
+                 accelerator=accelerator or Accelerator(cpu=True), evaluate=evaluate, checkpoint_dir=tmp_path,
                  resume=resume, batch_transform=transform, show_progress=False,
                  hooks=hooks_fn(model, steps) if hooks_fn else None, **fit_kwargs)
     run.optimizer = optimizer  # for tests that inspect its state

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, make_tiny
+from conftest import REPO, make_tiny, src_pythonpath
 from test_train_loop import Counter, Crash, assert_same_weights, run, synthetic
 
 from nluforge.experiments.config import TrainConfig
@@ -64,7 +64,7 @@ def test_kill_9_mid_run_then_resume_takes_the_remaining_steps(tmp_path):
     spec = {"n": 200, "batch_size": 16, "epochs": 2, "checkpoint_every": 2, "ckpt_dir": str(tmp_path / "ckpt"),
             "out_dir": str(tmp_path / "out"), "step_sleep_s": 0.25}  # 26 steps
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "spec.json")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = tmp_path / "ckpt" / "latest"

@@ -29,7 +29,16 @@ CellFn = Callable[..., Any]  # (cfg, results_dir, *, progress) -> RunResult
 # Imported once by the forkserver, so each fresh cell process starts with them loaded (~0.01 s instead
 # of ~8 s of imports per cell on a 2-core CPU). The cell function's own module is added to these.
 PRELOAD = ("torch", "transformers", "peft", "accelerate")
-_START_METHOD: Literal["forkserver", "spawn"] = "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def default_start_method() -> Literal["forkserver", "spawn"]:
+    """forkserver on Linux without CUDA; spawn elsewhere. With CUDA, importing the preloaded libraries
+    can initialize it in the server (peft pulls in bitsandbytes, which queries the device), and a
+    process forked from a CUDA-initialized one cannot use CUDA ("Cannot re-initialize CUDA in forked
+    subprocess"): every cell would fail."""
+    import torch
+
+    return "forkserver" if sys.platform.startswith("linux") and not torch.cuda.is_available() else "spawn"
 
 
 @dataclass
@@ -41,7 +50,7 @@ class RunnerOptions:
     num_cpus: float = 1.0  # per cell: Ray resource and torch threads (process/ray backends)
     num_gpus: float = 0.0  # per cell (Ray)
     address: str | None = None  # Ray cluster address ("auto" or host:port); None starts a local one
-    start_method: Literal["forkserver", "spawn"] = _START_METHOD  # process backend: see experiments.processes
+    start_method: Literal["forkserver", "spawn"] | None = None  # process backend; None: default_start_method()
     preload: tuple[str, ...] = PRELOAD  # forkserver: modules imported once, before any cell
 
     def __post_init__(self):
@@ -49,6 +58,8 @@ class RunnerOptions:
             raise UserError(f"unknown backend '{self.backend}'; choose local, process or ray")
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
+        if self.start_method is None:
+            self.start_method = default_start_method()
 
 
 @dataclass
