@@ -155,7 +155,9 @@ def test_resume_after_a_crash_takes_only_the_remaining_steps(tmp_path):
     assert_same_weights(reference, resumed)
 
 
-def test_early_stopping_and_keep_best(tmp_path):
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_early_stopping_and_keep_best(tmp_path, on_disk):
+    """The best weights come back from best.safetensors (with a checkpoint dir) or from a CPU copy."""
     scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.5])
     snapshots = []
 
@@ -164,11 +166,11 @@ def test_early_stopping_and_keep_best(tmp_path):
         return {"accuracy": next(scores)}
 
     cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=16, eval_every=2, early_stopping_patience=2)
-    model, result = run(synthetic(200, 0), cfg, tmp_path, evaluate=evaluate)
+    model, result = run(synthetic(200, 0), cfg, tmp_path if on_disk else None, evaluate=evaluate)
     assert result.stopped_early and result.steps == 8
     assert result.best_metric == 0.9 and result.best_step == 4
     assert torch.equal(model.classifier.weight, snapshots[1])  # best weights restored
-    assert (tmp_path / "best.safetensors").is_file()
+    assert (tmp_path / "best.safetensors").is_file() == on_disk
 
 
 def test_eval_every_also_evaluates_the_last_step(tmp_path):

@@ -211,10 +211,12 @@ def fit(
                                           (value > state.best if greater_is_better else value < state.best))
         if improved:
             state.best, state.best_step, state.bad_evals = value, state.step, 0
-            weights = ckpt.trainable_state(accelerator.unwrap_model(model))
-            best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
-            if best_path is not None and main:
+            if best_path is not None and main:  # restored from this file: no second copy of the weights held
                 ckpt.save_weights(accelerator.unwrap_model(model), best_path)
+                best_in_memory = None
+            else:  # on the CPU: a copy on the accelerator would count against the training peak
+                weights = ckpt.trainable_state(accelerator.unwrap_model(model))
+                best_in_memory = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
         else:
             state.bad_evals += 1
         if log:
