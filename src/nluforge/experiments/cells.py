@@ -28,7 +28,7 @@ CellFn = Callable[..., Any]  # (cfg, results_dir, *, progress) -> RunResult
 
 # Imported once by the forkserver, so each fresh cell process starts with them loaded (~0.01 s instead
 # of ~8 s of imports per cell on a 2-core CPU). The cell function's own module is added to these.
-PRELOAD = ("torch", "transformers", "peft", "accelerate")
+PRELOAD = ("nluforge", "torch", "transformers", "peft", "accelerate")  # nluforge first: it quiets import-time warnings
 
 
 def default_start_method() -> Literal["forkserver", "spawn"]:

@@ -1,7 +1,7 @@
 """The ``process`` backend: each cell in a fresh process, ``workers`` at a time.
 
 ``forkserver`` (the default on Linux): every cell process is forked from a clean server process that
-has imported ``options.preload`` (torch, transformers, peft, accelerate) and never ran a cell, so a
+has imported ``options.preload`` (nluforge, torch, transformers, peft, accelerate) and never ran a cell, so a
 cell cannot inherit another cell's state, crash or leak, yet skips ~8 s of imports. ``spawn``: a new
 interpreter per cell. A cell process that dies without writing ``result.json`` (segfault, OOM kill,
 ``os._exit``) gets a failed result naming its exit code or signal; a cell process whose runner dies
