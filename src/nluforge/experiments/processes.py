@@ -1,6 +1,6 @@
 """The ``process`` backend: each cell in a fresh process, ``workers`` at a time.
 
-``forkserver`` (the default on Linux): every cell process is forked from a clean server process that
+``forkserver`` (the default on Linux without CUDA; see ``cells.default_start_method``): every cell process is forked from a clean server process that
 has imported ``options.preload`` (nluforge, torch, transformers, peft, accelerate) and never ran a cell, so a
 cell cannot inherit another cell's state, crash or leak, yet skips ~8 s of imports. ``spawn``: a new
 interpreter per cell. A cell process that dies without writing ``result.json`` (segfault, OOM kill,
