@@ -275,9 +275,7 @@ def summarize(rows: list[dict], refs: dict) -> dict:
     checks: dict = {}
     for m in METHODS:
         base = by.get(("adamw", m))
-        if base is None:
-            continue
-        for o in ("adamw8bit", "galore", "adahessian"):
+        for o in ("adamw8bit", "galore", "adahessian") if base is not None else ():
             r = by.get((o, m))
             if r is not None and base.get("state_mb"):
                 checks[f"{o}/{m} state / adamw state"] = round(r["state_mb"] / base["state_mb"], 3)

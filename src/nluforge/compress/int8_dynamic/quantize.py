@@ -87,16 +87,17 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def _quantize_structure(model: nn.Module, linears: list[str], embeddings: dict[str, Int8Embedding]) -> nn.Module:
+def _quantize_structure(model: nn.Module, linears: list[str], embeddings: dict[str, Int8Embedding],
+                        per_channel: bool = False) -> nn.Module:
     """Swap in 8-bit embeddings and torch's dynamic int8 linears at the named places."""
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     for name, q in embeddings.items():
         _set_module(model, name, q)
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice (torchao is the successor)
-        return quantize_dynamic(model, {n: default_dynamic_qconfig for n in linears}, dtype=torch.qint8,
-                                inplace=True)
+        return quantize_dynamic(model, dict.fromkeys(linears, qconfig), dtype=torch.qint8, inplace=True)
 
 
 def compress(model: nn.Module, cfg: Int8DynamicConfig) -> nn.Module:
@@ -110,7 +111,7 @@ def compress(model: nn.Module, cfg: Int8DynamicConfig) -> nn.Module:
                       if type(m) is nn.Embedding and not _skipped(n, cfg.skip)}
     if not linears and not embeddings:
         raise UserError("int8_dynamic found no nn.Linear or nn.Embedding to quantize (check 'skip')")
-    return _quantize_structure(model, linears, embeddings)
+    return _quantize_structure(model, linears, embeddings, cfg.per_channel)
 
 
 def _dynamic_linears(model: nn.Module) -> dict[str, Any]:
@@ -128,11 +129,15 @@ def save(model: nn.Module, cfg: Int8DynamicConfig, folder: Path) -> dict[str, An
     tensors: dict[str, torch.Tensor] = {}
     for name, mod in linears.items():
         w = mod.weight()
-        if w.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            raise UserError(f"int8_dynamic: unexpected weight scheme {w.qscheme()} in {name}")
         tensors[f"{name}.weight_int8"] = w.int_repr()
-        tensors[f"{name}.weight_scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
-        tensors[f"{name}.weight_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            tensors[f"{name}.weight_scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
+            tensors[f"{name}.weight_zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+        elif w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) and w.q_per_channel_axis() == 0:
+            tensors[f"{name}.weight_scale"] = w.q_per_channel_scales().to(torch.float64)  # (out,)
+            tensors[f"{name}.weight_zero_point"] = w.q_per_channel_zero_points().to(torch.int64)
+        else:
+            raise UserError(f"int8_dynamic: unexpected weight scheme {w.qscheme()} in {name}")
         if mod.bias() is not None:
             tensors[f"{name}.bias"] = mod.bias().detach()
     prefixes = tuple(f"{n}." for n in linears)
@@ -159,14 +164,17 @@ def load(folder: Path, model: nn.Module, cfg: Int8DynamicConfig, layout: dict[st
                 raise KeyError(f"{n} is {have} here but {saved} in the file")
         embeddings = {n: Int8Embedding(*tensors[f"{n}.weight_int8"].shape, model.get_submodule(n).padding_idx)
                       for n in layout["embedding"]}
-        model = _quantize_structure(model, list(layout["linear"]), embeddings)
+        model = _quantize_structure(model, list(layout["linear"]), embeddings, cfg.per_channel)
         linears = _dynamic_linears(model)
         if sorted(linears) != sorted(layout["linear"]):
             raise KeyError(f"{len(layout['linear'])} quantized linears expected, {len(linears)} rebuilt")
         for name, mod in linears.items():
-            qweight = torch._make_per_tensor_quantized_tensor(
-                tensors.pop(f"{name}.weight_int8"), float(tensors.pop(f"{name}.weight_scale")),
-                int(tensors.pop(f"{name}.weight_zero_point")))
+            q, scale, zero = (tensors.pop(f"{name}.{part}") for part in ("weight_int8", "weight_scale",
+                                                                           "weight_zero_point"))
+            if scale.numel() == 1:
+                qweight = torch._make_per_tensor_quantized_tensor(q, float(scale), int(zero))
+            else:  # per output channel (axis 0)
+                qweight = torch._make_per_channel_quantized_tensor(q, scale, zero, 0)
             mod.set_weight_bias(qweight, tensors.pop(f"{name}.bias", None))
     except (KeyError, AttributeError) as err:
         raise UserError(f"{folder} does not match the run's model structure ({err}); recompress the parent "
