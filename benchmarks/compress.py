@@ -57,7 +57,9 @@ TARGETS = [  # (variant, what the issue asks, check(row) -> bool)
 
 def settings(small: bool) -> list[tuple[str, dict]]:
     ft = 100 if small else 300
-    out = [("int8_dynamic", {"method": "int8_dynamic"}), ("int8_onnx", {"method": "int8_onnx"})]
+    out = [("int8_dynamic", {"method": "int8_dynamic"}),  # per-channel weights, 8-bit activations (defaults)
+           ("int8_dynamic torch-defaults", {"method": "int8_dynamic", "per_channel": False, "activation_bits": 7}),
+           ("int8_onnx", {"method": "int8_onnx"})]
     out += [(f"groupwise b{b}", {"method": "groupwise", "bits": b}) for b in (8, 4, 3, 2)]
     hm = {"iterations": 10, "calibration_examples": 32} if small else {}
     out += [("hessian_mixed avg3", {"method": "hessian_mixed", "avg_bits": 3, **hm})]
@@ -166,6 +168,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     ap.add_argument("--figures", type=Path, default=Path(__file__).parent / "figures")
+    ap.add_argument("--only", default="", help="comma-separated setting-name prefixes (e.g. int8_dynamic): "
+                                                "those and the parent, measured side by side; no plots")
     args = ap.parse_args()
     import torch
 
@@ -180,7 +184,10 @@ def main() -> None:
     if not parent.exists():
         parent.symlink_to(args.parent.resolve())
     run_dirs, compress_s = {"parent": parent}, {}
+    only = [o.strip() for o in args.only.split(",") if o.strip()]
     for name, step in settings(args.small):
+        if only and not any(name.startswith(o) for o in only):
+            continue
         print(f"compress: {name}", file=sys.stderr, flush=True)
         run_dirs[name], compress_s[name] = derive(parent, step)
     n1, n32, repeats = (64, 128, 2) if args.small else (128, 256, 3)
@@ -208,7 +215,7 @@ def main() -> None:
     if "hessian_mixed avg3" in by and "groupwise b3" in by:
         by["hessian_mixed avg3"]["beats_uniform"] = by["hessian_mixed avg3"]["acc"] > by["groupwise b3"]["acc"]
     checks = [{"target": v, "asks": asks, "met": bool(ok(by[v])) if v in by else None} for v, asks, ok in TARGETS]
-    figures = plot(rows, args.figures)
+    figures = [] if only else plot(rows, args.figures)
     cols = ["variant", "acc", "acc_lo", "acc_hi", "d_acc_pt", "advglue", "size_mb", "size_x", "lat_bs1_ms",
             "speed_bs1_x", "lat_bs32_ms", "speed_bs32_x", "avg_bits", "sparsity", "compress_s"]
     print_table(rows, cols, "compression vs the parent (one run, one thread)")

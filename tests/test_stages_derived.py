@@ -116,6 +116,44 @@ def test_int8_dynamic_quantizes_saves_without_pickle_and_reloads_exactly(tmp_pat
     assert torch.equal(again(**x).logits, out)
 
 
+@pytest.mark.parametrize("per_channel, bits", [(False, 7), (True, 7), (True, 8)])
+def test_int8_dynamic_scales_and_activation_range_round_trip(tmp_path, tiny_model, per_channel, bits):
+    """Per-channel weights keep one scale per output row; 8-bit activations sit closer to fp32 than 7."""
+    import torch
+
+    torch.manual_seed(0)
+    from safetensors.torch import load_file
+
+    from nluforge.compress import compress, compress_config, load_compressed, save_compressed
+    from nluforge.compress.int8_dynamic.quantize import Int8Linear
+
+    model = tiny_model("bert")
+    x = {"input_ids": torch.randint(1000, 3000, (16, 12)), "attention_mask": torch.ones(16, 12, dtype=torch.long)}
+    ref = model(**x).logits
+    cfg = compress_config("int8_dynamic", {"per_channel": per_channel, "activation_bits": bits})
+    q = compress(model, cfg)
+    linears = [m for m in q.modules() if isinstance(m, Int8Linear)]
+    assert linears and all(m.reduce_range == (bits == 7) for m in linears)
+    out = q(**x).logits
+    save_compressed(q, cfg, tmp_path / "m")
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    scale = saved["bert.encoder.layer.0.intermediate.dense.weight_scale"]
+    assert scale.numel() == (model.config.intermediate_size if per_channel else 1)
+    assert torch.equal(load_compressed(tmp_path / "m", tiny_model("bert", seed=1))(**x).logits, out)
+    assert torch.allclose(out, ref, atol=0.05)
+    if bits == 8:  # the same model with 7-bit activations is further from fp32
+        seven = compress(tiny_model("bert"), compress_config("int8_dynamic", {"per_channel": per_channel,
+                                                                              "activation_bits": 7}))
+        assert (out - ref).abs().mean() < (seven(**x).logits - ref).abs().mean()
+
+
+def test_int8_dynamic_rejects_an_activation_range_it_has_no_kernel_for():
+    from nluforge.compress import compress_config
+
+    with pytest.raises(UserError, match="activation_bits must be 7 or 8"):
+        compress_config("int8_dynamic", {"activation_bits": 6})
+
+
 def _methods_for_int8():
     from nluforge.methods import METHODS
 
