@@ -158,3 +158,22 @@ def test_report_keeps_the_baselines_of_each_training_regime_apart(tmp_path, base
     assert [b.label for b in task.baselines if b.kind == "embedding" and b.applies_to(variant)] == [
         "knn (embeddings, 4-shot)", "logreg (embeddings, 4-shot)"]
     assert not any("all training data" in flag for flag in flags(task, variant))
+
+
+def test_a_capped_baseline_names_the_subset_it_was_fitted_on():
+    """The stage fits on at most MAX_TRAIN examples: a 20k run's row says so rather than 'n=20000' alone."""
+    from pathlib import Path
+
+    from nluforge.report.baselines import embedding
+    from nluforge.report.collect import RunRecord
+
+    def record(n: int, fit: int | None) -> RunRecord:
+        config = {"task": "sst2", "method": "full", "data": {"max_train_samples": n}}
+        return RunRecord(Path(f"/r{n}/result.json"), f"r{n}", "sst2", f"full-{n}", config, 42, "completed", None,
+                         baselines={"validation": {"logreg": {"accuracy": 0.78}}}, baselines_fit=fit)
+
+    assert [r.label for r in embedding([record(20000, 5000)])] == ["logreg (embeddings, n=20000, fit on 5000)"]
+    assert [r.label for r in embedding([record(2000, None)])] == ["logreg (embeddings)"]  # the whole subset
+    rows = embedding([record(20000, 5000), record(2000, None)])
+    assert sorted(r.label for r in rows) == ["logreg (embeddings, n=2000)", "logreg (embeddings, n=20000, fit on 5000)"]
+    assert {r.training_data for r in rows} == {"n=2000", "n=20000"}  # matching variants is unchanged

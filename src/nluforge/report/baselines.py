@@ -78,10 +78,14 @@ def majority(runs: list[RunRecord], metric_names: list[str], regression: bool) -
 def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
     """Rows for the ``metrics["baselines"]`` entries of the runs, per baseline and training-data regime,
     averaged over the runs that have them (no interval: they come without predictions). The regime is
-    named in the label only when the runs have several."""
+    named in the label when the runs have several, and so is the subset the stage fitted on when it
+    capped a large training set ("n=20000, fit on 5000")."""
     values: dict[tuple[str, str | None], dict[str, list[float]]] = {}
+    fitted: dict[str | None, set[int]] = {}  # regime -> the subset sizes the stage fitted on, when capped
     for run in runs:
         regime = training_data(run.config)
+        if run.baselines_fit is not None:  # the stage fits on a seeded subset of a large training set
+            fitted.setdefault(regime, set()).add(run.baselines_fit)
         for split, suffix in dev_splits(run.baselines):
             for name, scores in (run.baselines[split] or {}).items():
                 for metric, value in (scores or {}).items() if isinstance(scores, dict) else ():
@@ -89,9 +93,16 @@ def embedding(runs: list[RunRecord]) -> list[BaselineRow]:
                         by = values.setdefault((name, regime), {})
                         by.setdefault(with_suffix(metric, suffix), []).append(value)
     several = len({regime for _, regime in values}) > 1
+
+    def label(name: str, regime: str | None) -> str:
+        parts = [regime or "all training data"] if several or regime in fitted else []
+        if regime in fitted:
+            parts.append("fit on " + "/".join(str(n) for n in sorted(fitted[regime])))
+        return f"{name} (embeddings{''.join(', ' + p for p in parts)})"
+
     return [
         BaselineRow(
-            f"{name} (embeddings{', ' + (regime or 'all training data') if several else ''})",
+            label(name, regime),
             "embedding",
             {m: Stat(sum(v) / len(v), None, len(v)) for m, v in by.items()},
             regime,

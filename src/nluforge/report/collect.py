@@ -55,6 +55,7 @@ class RunRecord:
     step: str | None = None  # "compress:int8_dynamic"
     predictions: dict[str, Eval] = field(default_factory=dict)  # dev-metric suffix ("" first) -> preds
     baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # split -> name -> m
+    baselines_fit: int | None = None  # training examples the baselines were fitted on, when fewer than the run's
     evals: list[dict[str, Any]] = field(default_factory=list)  # RUN/evals/*.json records
 
     @property
@@ -80,6 +81,8 @@ def to_record(path: Path, result: RunResult, raw: dict[str, Any] | None = None) 
     task = str(config.get("task") or "unknown")
     seed = config.get("seed")
     baselines = result.metrics.get(BASELINES_STAGE) or {}
+    fit = (result.meta or {}).get(BASELINES_STAGE) or {}
+    capped = isinstance(fit.get("train_examples"), int) and fit["train_examples"] < (fit.get("train_total") or 0)
     return RunRecord(
         path=path,
         run_id=result.run_info.id,
@@ -96,6 +99,7 @@ def to_record(path: Path, result: RunResult, raw: dict[str, Any] | None = None) 
         parent=str(info["parent"]) if info.get("parent") else None,
         step=str(info["step"]) if info.get("step") else None,
         baselines=baselines if isinstance(baselines, dict) else {},
+        baselines_fit=fit["train_examples"] if capped else None,
     )
 
 
