@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, make_tiny, src_pythonpath
+from conftest import make_tiny
 from test_cli import assert_user_error, cli, write_sst2
 from test_methods_contract import Case
 from test_train_loop import assert_same_weights, run, synthetic
+from test_train_resume import kill_mid_run
 
 from nluforge.core.errors import UserError
 from nluforge.experiments.config import TrainConfig
@@ -31,7 +28,6 @@ from nluforge.optim.mezo import MeZO
 from nluforge.train.loop import StepContext, default_loss
 from nluforge.train.update_steps import for_optimizer
 
-WORKER = REPO / "tests" / "fixtures" / "train_worker.py"
 # lr and options per optimizer for the tiny BERT (GaLore: rank below its 32-wide matrices, and a
 # projector that is recomputed every 3 steps, so a resume must restore it)
 SETTINGS = {"adamw": (1e-2, {}), "adamw8bit": (1e-2, {}), "galore": (2e-2, {"rank": 4, "update_proj_gap": 3}),
@@ -150,31 +146,13 @@ def test_adahessian_hutchinson_estimate_matches_the_exact_hessian_diagonal():
     assert torch.allclose(estimate, hessian.diagonal(), rtol=0.05, atol=0.02)
 
 
-def _kill_mid_run(tmp_path, spec: dict) -> int:
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "spec.json")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = tmp_path / "ckpt" / "latest"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and int(latest.read_text().split("-")[1]) >= 4:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
-    assert not (tmp_path / "out").exists(), "the run finished before it could be killed"
-    return int(latest.read_text().split("-")[1])
-
-
 @pytest.mark.parametrize("name", ["adamw8bit", "galore", "adahessian", "mezo"])
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path, name):
     lr, params = SETTINGS[name]
     spec = {"n": 96, "batch_size": 16, "epochs": 2, "checkpoint_every": 2, "ckpt_dir": str(tmp_path / "ckpt"),
             "out_dir": str(tmp_path / "out"), "step_sleep_s": 0.3, "optimizer": name, "optimizer_params": params,
             "lr": lr}  # 12 steps
-    done = _kill_mid_run(tmp_path, spec)
+    done = kill_mid_run(tmp_path, spec, 4)
     assert 4 <= done < 12
     cfg = TrainConfig(epochs=2, lr=lr, batch_size=16, checkpoint_every=2)
     calls = []

@@ -60,9 +60,9 @@ def test_adalora_resumed_mid_schedule_matches_an_uninterrupted_run(tmp_path):
                                                       forgetful.state_dict().values(), strict=True))
 
 
-def test_kill_9_mid_run_then_resume_takes_the_remaining_steps(tmp_path):
-    spec = {"n": 200, "batch_size": 16, "epochs": 2, "checkpoint_every": 2, "ckpt_dir": str(tmp_path / "ckpt"),
-            "out_dir": str(tmp_path / "out"), "step_sleep_s": 0.25}  # 26 steps
+def kill_mid_run(tmp_path, spec: dict, at_least: int) -> int:
+    """Run the training worker on ``spec``, ``kill -9`` it once its latest checkpoint is at step
+    ``at_least`` or later, and return that step."""
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": src_pythonpath(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "spec.json")], env=env,
@@ -70,14 +70,20 @@ def test_kill_9_mid_run_then_resume_takes_the_remaining_steps(tmp_path):
     latest = tmp_path / "ckpt" / "latest"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and int(latest.read_text().split("-")[1]) >= 6:
+        if latest.is_file() and int(latest.read_text().split("-")[1]) >= at_least:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     assert not (tmp_path / "out").exists(), "the run finished before it could be killed"
-    done = int(latest.read_text().split("-")[1])
+    return int(latest.read_text().split("-")[1])
+
+
+def test_kill_9_mid_run_then_resume_takes_the_remaining_steps(tmp_path):
+    spec = {"n": 200, "batch_size": 16, "epochs": 2, "checkpoint_every": 2, "ckpt_dir": str(tmp_path / "ckpt"),
+            "out_dir": str(tmp_path / "out"), "step_sleep_s": 0.25}  # 26 steps
+    done = kill_mid_run(tmp_path, spec, 6)
     assert 6 <= done < 26
 
     cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, checkpoint_every=2)  # the worker's run
