@@ -23,16 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from nluforge.attack.engine import Goal, unk_importance
 from nluforge.attack.words import STOPWORDS, Text
 
 _LETTERS = string.ascii_lowercase
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 # ---- deepwordbug ------------------------------------------------------------------------------------
@@ -126,7 +122,7 @@ class PWWS:
         if not indices:
             return []
         saliency = unk_importance(goal, text, indices, self.unk)  # p(label) drop when the word is unknown
-        weights = _softmax(np.array([saliency[i] for i in indices]))
+        weights = softmax(np.array([saliency[i] for i in indices]))
         base = goal.scores([text])[0]
         delta = []
         for i in indices:

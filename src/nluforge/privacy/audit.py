@@ -18,28 +18,23 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_softmax, logsumexp
 
 FPR_TARGETS = (0.01, 0.001)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)  # (N, C)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def example_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Cross-entropy per example (N,)."""
-    return -log_softmax(logits)[np.arange(len(labels)), labels]
+    return -log_softmax(logits, axis=1)[np.arange(len(labels)), labels]
 
 
 def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """phi = log p_y - log(1 - p_y) per example (N,), computed stably from the logits."""
-    lp = log_softmax(logits)  # (N, C)
+    lp = log_softmax(logits, axis=1)  # (N, C)
     own = lp[np.arange(len(labels)), labels]
     others = lp.copy()
     others[np.arange(len(labels)), labels] = -np.inf
-    m = others.max(axis=1)
-    rest = m + np.log(np.exp(others - m[:, None]).sum(axis=1))  # log(1 - p_y)
+    rest = logsumexp(others, axis=1)  # log(1 - p_y)
     return own - rest
 
 
