@@ -430,3 +430,21 @@ def test_adversarial_training_refused_with_an_update_step_that_skips_the_loss(ex
     with pytest.raises(UserError, match=f"train.adversarial cannot be combined with {named}") as err:
         prepare(cfg)
     assert "\n" not in str(err.value)
+
+
+def test_grid_attack_step_skips_a_regression_task_with_a_note(tmp_path, tiny_model_dir, glue_dir):
+    """One grid's attack step covers SST-2 and STS-B alike: the STS-B cell completes, unattacked, and says why."""
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import run_cell
+
+    cfg = resolve({"task": "stsb", "model": str(tiny_model_dir(num_labels=1)), "method": "bitfit",
+                   "data": {"data_dir": str(glue_dir), "max_train_samples": 16, "max_eval_samples": 8,
+                            "max_length": 32},
+                   "train": {"max_steps": 1, "batch_size": 8, "num_threads": 1},
+                   "eval": {"advglue": False, "latency": False, "baselines": False},
+                   "attack": [{"method": "deepwordbug", "max_examples": 4}]})
+    result = run_cell(cfg, tmp_path / "results")
+    assert result.run_info.status == "completed", result.run_info.error
+    assert "attacked" not in result.metrics and "pearson" in result.metrics["trained"]["validation"]
+    assert "regression task" in result.meta["attack"]["deepwordbug"]["skipped"]
+    assert not (tmp_path / "results" / cfg.run_id() / "attacks").exists()

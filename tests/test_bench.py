@@ -345,3 +345,55 @@ def test_bad_time_budget_is_one_line_before_any_work(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: --time-budget 'ten minutes' is not a duration")
     assert not (tmp_path / "r").exists()
+
+
+def test_attack_steps_are_estimated_from_their_calibration(tmp_path):
+    """Attack part = examples x temperatures x queries/example x s/query; a compressed child's queries run at
+    its own measured speed; a regression task (no calibrated attack) has no attack part."""
+    from nluforge.experiments.bench import estimate_cells
+    from nluforge.experiments.calibrate import AttackCal
+
+    _, cells = grid_cells(tmp_path, {"base": {"eval": {"baselines": False}, "compress": [{"method": "int8_dynamic"}],
+                                           "attack": [{"method": "deepwordbug", "max_examples": 50,
+                                                       "temperatures": [1.0, 10.0]}]},
+                                  "grid": {"task": ["sst2", "stsb"], "method": ["full"]}})
+    attack = AttackCal(s_per_query=0.01, words=20.0, queries_per_example=28.4, examples=50, temperatures=2)
+    tables = {}
+    for c in cells:
+        child = {"compress:int8_dynamic": Child(1.0, 400.0, 0.5, 0.5)}
+        attacks = {"attack:deepwordbug": attack} if c.config.task == "sst2" else {}
+        tables[c.config.parent().run_id()] = Calibration(40.0, 200.0, 2.0, 1.0, 0.5, 67349, {"validation": 800},
+                                                         child, attacks=attacks)
+    parts = {(c.config.task, c.config.step_label()): p
+             for c, p in zip(cells, estimate_cells([c.config for c in cells], tables), strict=True)}
+    assert parts["sst2", None]["attack"] == pytest.approx(50 * 2 * 28.4 * 0.01)
+    assert parts["sst2", "compress:int8_dynamic"]["attack"] == pytest.approx(50 * 2 * 28.4 * 0.01 * 200 / 400)
+    assert "attack" not in parts["stsb", None] and "attack" not in parts["stsb", "compress:int8_dynamic"]
+
+
+def test_dry_run_calibrates_an_attack_step_and_a_k_shot_cell(tmp_path, tiny_epoch_grid):
+    """A real calibration of a k-shot cell with an attack step: its queries are timed, its queries per example
+    are the recipe's registry figure x the attacked field's mean words, and the table shows the attack part."""
+    from nluforge.attack.words import Text
+    from nluforge.tasks import load_task
+
+    grid, data_dir = tiny_epoch_grid
+    data = yaml.safe_load(grid.read_text())
+    data["base"]["data"]["k_shot"] = 8
+    data["base"]["attack"] = [{"method": "deepwordbug", "max_examples": 6}]
+    data["grid"]["method"] = ["full"]
+    results = tmp_path / "results"
+    run = CliRunner().invoke(app, ["bench", str(write_grid(tmp_path / "k.yaml", data)), "--results-dir",
+                                   str(results), "--data-dir", str(data_dir), "--dry-run"])
+    out = " ".join(run.output.split())
+    assert run.exit_code == 0 and "could not calibrate" not in out, out
+    assert "calibrated sst2/full" in out and "attack:deepwordbug" in out
+    (entry,) = (results / ".calibration").glob("*.json")
+    found = json.loads(entry.read_text())["calibration"]["attacks"]["attack:deepwordbug"]
+    dev = load_task("sst2", data_dir=str(data_dir)).splits["validation"].texts
+    words = sum(len(Text(tuple(t)).words()) for t in dev) / len(dev)
+    assert found["words"] == pytest.approx(words) and found["examples"] == 6 and found["temperatures"] == 1
+    assert found["queries_per_example"] == pytest.approx(1 + 1.37 * words) and found["source"] == "registry"
+    assert 0 < found["s_per_query"] < 5
+    row = next(line for line in run.output.splitlines() if "sst2-" in line and "full" in line)
+    assert _fmt(6 * found["queries_per_example"] * found["s_per_query"]) in row

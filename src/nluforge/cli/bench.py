@@ -107,9 +107,11 @@ def _calibrate(console, cells, results_dir: Path, options, recalibrate: bool):
                               f"when it runs; estimated like another cell of its task): {cal.error}")
             elif not cal.cached:
                 evals = " + ".join(f"{k} {v}" for k, v in cal.eval_sizes.items())
+                attacks = "".join(f", {k} {a.s_per_query * 1000:.1f} ms/query x {a.queries_per_example:.0f} "
+                                  f"queries/example ({a.source})" for k, a in cal.attacks.items())
                 console.print(f"calibrated {cfg.task}/{cfg.method} in {_fmt(cal.seconds)}: train "
                               f"{cal.train_eps:.1f} ex/s, eval {cal.eval_eps:.1f} ex/s ({evals}), "
-                              f"setup {cal.setup_s:.1f}s")
+                              f"setup {cal.setup_s:.1f}s{attacks}")
 
         calibrations = run_calibration(cells, results_dir, threads=threads, recalibrate=recalibrate,
                                        on_cell=on_cell)
@@ -213,10 +215,10 @@ def _print_plan(console, spec, plan, options) -> None:
     from rich.table import Table
 
     table = Table(title=f"{spec.source}" + (f": {spec.description}" if spec.description else ""))
-    for name in ("#", "run id", "task", "method", "params", "n train", "state", "train", "eval", "other",
-                 "estimate"):
-        table.add_column(name, no_wrap=name == "run id", justify="right" if name in ("train", "eval", "other",
-                                                                                       "estimate") else "left")
+    for name in ("#", "run id", "task", "method", "params", "n train", "state", "train", "eval", "attack",
+                 "other", "estimate"):
+        table.add_column(name, no_wrap=name == "run id", justify="right" if name in (
+            "train", "eval", "attack", "other", "estimate") else "left")
     for i, row in enumerate(plan.rows, 1):
         cfg = row.cell.config
         params = ",".join(f"{k}={v}" for k, v in cfg.method_params.items()) or "-"
@@ -226,15 +228,17 @@ def _print_plan(console, spec, plan, options) -> None:
         p = row.parts
         train = p.get("train", 0.0)
         evals = p.get("eval", 0.0) + p.get("select", 0.0)
-        other = sum(p.values()) - train - evals
+        attack = p.get("attack", 0.0)
+        other = sum(p.values()) - train - evals - attack
         table.add_row(str(i), row.cell.run_id, cfg.task, method, params,
                       "-" if step else str(cfg.data.max_train_samples or "all"), state,
-                      _fmt(train) if train else "-", _fmt(evals), _fmt(other),
+                      _fmt(train) if train else "-", _fmt(evals), _fmt(attack) if attack else "-", _fmt(other),
                       _fmt(row.estimate_s) if row.estimate_s else "-")
     console.print(table)
     console.print("estimate parts: train = examples x epochs / measured train ex/s; eval = model selection + "
-                  "dev + AdvGLUE splits / measured eval ex/s; other = setup, latency, save, compression, "
-                  "frozen-embedding baselines (once per task)")
+                  "dev + AdvGLUE splits / measured eval ex/s; attack = examples x temperatures x queries/example x "
+                  "measured s/query; other = setup, latency, save, compression, frozen-embedding baselines "
+                  "(once per task)")
     console.print(f"{_tally(plan)}; {len(plan.todo)} would run")
     console.print(f"estimated time: ~{_fmt(plan.total_s / options.workers)} on {options.workers} worker(s) "
                   f"({options.backend} backend; {_fmt(plan.total_s)} of cells); estimate: {plan.source}")

@@ -77,8 +77,17 @@ def flat_metrics(recipe: str, metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run_step(state, step: Step) -> dict[str, dict[str, float]]:
-    """The grid's attack stage for one step (``meta["run"]`` of every ATTACKS entry)."""
+    """The grid's attack stage for one step (``meta["run"]`` of every ATTACKS entry).
+
+    A regression task is skipped with a note in ``meta["attack"]``, not failed: one grid's ``attack:``
+    step applies to all its tasks, and STS-B beside SST-2 is a normal grid (``nluforge attack`` on a
+    regression run is still a one-line error)."""
     prep = state.prep
+    if prep.spec.is_regression:
+        state.meta.setdefault("attack", {})[step.method] = {
+            "options": step.options(), "skipped": f"{prep.spec.name} is a regression task: attacks need a class "
+                                                  "to flip"}
+        return {}
     split = check_attackable(prep.spec, step.config.split, prep.splits)
     sweep = attack_split(state.model, prep.tokenizer, prep.spec, prep.splits[split], split, step, state.run_dir,
                          state.run_dir.parent / CACHE_DIR, progress=state.show_progress)

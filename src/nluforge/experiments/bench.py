@@ -77,6 +77,8 @@ def check_data(cells: list[Cell]) -> None:
 #   trained:  setup + train examples / train_eps + model selection evals + evaluation splits / eval_eps
 #             + latency + save [+ the task's frozen-embedding baselines, once per task and training subset]
 #   derived:  setup (loading the parent) + compress + evaluation splits / the child's eval_eps + latency + save
+#   both:     + each attack step: examples x temperatures x queries per example x seconds per query (a child's
+#             queries at its own measured speed: the parent's seconds per query x parent eval_eps / child eval_eps)
 
 
 @dataclass
@@ -167,7 +169,8 @@ def cell_parts(cfg: Any, cal: Calibration) -> dict[str, float]:
     if step is not None:
         child = cal.children[f"compress:{step.get('method')}"]
         return {"setup": cal.setup_s, "compress": child.compress_s, "eval": evals / child.eval_eps,
-                "latency": child.latency_s, "save": child.save_s}
+                "latency": child.latency_s, "save": child.save_s,
+                **attack_parts(cfg, cal, speedup=child.eval_eps / cal.eval_eps)}
     t = cfg.train
     if t.eval_every:
         steps = math.ceil(train_examples(cfg, cal) / (t.batch_size * t.grad_accum))
@@ -177,7 +180,13 @@ def cell_parts(cfg: Any, cal: Calibration) -> dict[str, float]:
     first = next(iter(cal.eval_sizes.values()), 0)
     return {"setup": cal.setup_s, "train": train_examples(cfg, cal) / cal.train_eps,
             "select": selections * first / cal.eval_eps, "eval": evals / cal.eval_eps,
-            "latency": cal.latency_s, "save": cal.save_s}
+            "latency": cal.latency_s, "save": cal.save_s, **attack_parts(cfg, cal)}
+
+
+def attack_parts(cfg: Any, cal: Calibration, speedup: float = 1.0) -> dict[str, float]:
+    """``{"attack": seconds}`` for the cell's attack steps (none, or a regression task: no part)."""
+    found = [cal.attacks[key] for step in cfg.attack if (key := f"attack:{step.get('method')}") in cal.attacks]
+    return {"attack": sum(a.seconds for a in found) / speedup} if found else {}
 
 
 def baseline_seconds(cfg: Any, cal: Calibration) -> float:

@@ -13,7 +13,9 @@ grid (task, model, method, its options, max length, batch sizes) :func:`calibrat
    example (their length-sorted batches pad far less than one batch of random lengths);
 4. times the cell's own latency measurement (``stages.latency_ms``) and model save: ``latency_s``, ``save_s``;
 5. for each compress step of the grid, compresses that model and times the compressor, the same eval
-   pass, the latency measurement and the save of the compressed model (``children``).
+   pass, the latency measurement and the save of the compressed model (``children``);
+6. for each attack step of a classification cell, attacks ``ATTACK_EXAMPLES`` dev examples (a seeded
+   sample of the attacked split) with that model and times its queries: ``attacks`` (see :class:`AttackCal`).
 
 with torch's thread count set to the one each grid cell will use. It records the sizes of the task's
 splits as the cell loads them (the full training set: the ceiling for ``--time-budget``; each
@@ -45,9 +47,11 @@ from nluforge.core.io import atomic_write_json
 from nluforge.experiments.config import RunConfig, resolve
 
 CALIBRATION_DIR = ".calibration"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: attack steps
 STEPS = 3  # timed optimizer steps, after one warm-up step
 EVAL_EXAMPLES = 64  # timed dev examples (a seeded sample), after a warm-up batch
+ATTACK_EXAMPLES = 8  # attacked dev examples per attack step (a seeded sample)
+WORD_EXAMPLES = 256  # dev examples whose attacked field's words are counted (a seeded sample)
 
 
 @dataclass
@@ -58,6 +62,30 @@ class Child:
     eval_eps: float
     latency_s: float
     save_s: float
+
+
+@dataclass
+class AttackCal:
+    """An attack step on this cell's model: what one attacked example costs.
+
+    An attack's cost is its model queries. The calibration model has taken four optimizer steps, so it
+    sits near its decision boundary and is flipped in far fewer queries than the trained model will be:
+    the queries per example are therefore the recipe's registry figure (``queries_per_word``, queries
+    per word of the attacked field over attacked examples, measured by ``benchmarks/robustness.py`` on
+    a fully trained SST-2 model) times this task's mean words, when the recipe has that figure; else
+    the queries measured here. The seconds per query are measured here, on this task's texts.
+    """
+
+    s_per_query: float  # measured: seconds per model query (batched, this task's perturbed texts)
+    words: float  # mean words of the attacked field (the last one) in the attacked split
+    queries_per_example: float  # 1 clean query + queries_per_word x words (or as measured; see above)
+    examples: int  # examples one run attacks (the step's max_examples, capped by the split)
+    temperatures: int  # each temperature is a separate attack of every example
+    source: str = "registry"  # "registry": the recipe's queries_per_word; "measured": this calibration's
+
+    @property
+    def seconds(self) -> float:
+        return self.examples * self.temperatures * self.queries_per_example * self.s_per_query
 
 
 @dataclass
@@ -77,11 +105,13 @@ class Calibration:
     seconds: float = 0.0  # how long this calibration took
     cached: bool = False  # read from the cache, not measured now
     error: str | None = None  # the cell could not be calibrated (it will likely fail): figures borrowed
+    attacks: dict[str, AttackCal] = field(default_factory=dict)  # "attack:<recipe>" -> its cost (none: regression)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         data = dict(data)
         data["children"] = {k: Child(**v) for k, v in data.get("children", {}).items()}
+        data["attacks"] = {k: AttackCal(**v) for k, v in data.get("attacks", {}).items()}
         return cls(**data)
 
 
@@ -111,7 +141,7 @@ def cache_key(cfg: RunConfig, threads: int, steps: list[dict[str, Any]]) -> dict
             "batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size, "precision": t.precision,
             "threads": threads, "data": [d.data_dir, d.train_file, d.validation_file, d.max_eval_samples],
             "advglue": cfg.eval.advglue, "latency": [cfg.eval.latency, cfg.eval.latency_examples],
-            "steps": steps}
+            "steps": steps, "attack": cfg.attack}
 
 
 def cache_path(results_dir: str | Path, key: dict[str, Any]) -> Path:
@@ -199,7 +229,9 @@ def calibrate_cell(cfg: RunConfig, threads: int, steps: list[dict[str, Any]]) ->
     set_threads(cfg.train.num_threads or threads)
     try:
         need = (STEPS + 1) * cfg.train.batch_size * cfg.train.grad_accum
-        small = resolve(cfg.to_dict(), {"data": {"max_train_samples": need}, "compress": []})
+        # a k-shot cell is timed on the same number of steps over a plain seeded subset (k_shot and
+        # max_train_samples exclude each other)
+        small = resolve(cfg.to_dict(), {"data": {"max_train_samples": need, "k_shot": None}, "compress": []})
         t0 = time.perf_counter()
         prep = prepare(small)
         setup_s = time.perf_counter() - t0
@@ -217,11 +249,14 @@ def calibrate_cell(cfg: RunConfig, threads: int, steps: list[dict[str, Any]]) ->
         with tempfile.TemporaryDirectory(prefix="nluforge-calibrate-") as tmp:
             save_s = _timed(lambda: _save(prep, model, Path(tmp)))
         children = {f"compress:{step.get('method')}": _child(prep, model, step, dev, padding) for step in steps}
+        attacks = {} if prep.spec.is_regression else {  # the grid skips attacks on a regression task
+            f"attack:{step.get('method')}": _attack(prep, model, step) for step in cfg.attack}
         train_size = _train_size(cfg)
     finally:
         torch.set_num_threads(previous)
     return Calibration(train_eps, eval_eps, setup_s, latency_s, save_s, train_size, eval_sizes, children,
-                       num_labels=prep.spec.num_labels or 1, threads=cfg.train.num_threads or threads, seconds=time.perf_counter() - start)
+                       num_labels=prep.spec.num_labels or 1, threads=cfg.train.num_threads or threads,
+                       seconds=time.perf_counter() - start, attacks=attacks)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -360,3 +395,40 @@ def _child(prep, model, step: dict[str, Any], dev, padding: float) -> Child:
     with tempfile.TemporaryDirectory(prefix="nluforge-calibrate-") as tmp:
         save_s = _timed(lambda: save_compressed(small, config, Path(tmp)))
     return Child(compress_s, eval_eps, latency_s, save_s)
+
+
+def _attack(prep, model, step: dict[str, Any]) -> AttackCal:
+    """Attack a seeded sample of ``ATTACK_EXAMPLES`` dev examples with ``step`` (uncached) and time it.
+
+    Each example's label is the model's own prediction, so none is skipped: every timed example runs the
+    search. The queries per example come from the recipe's registry figure when it has one (see
+    :class:`AttackCal`)."""
+    import dataclasses
+
+    import nluforge.attack
+    from nluforge.attack.engine import Victim
+    from nluforge.attack.sweep import attack
+    from nluforge.attack.words import Text
+    from nluforge.core.steps import ATTACKS
+    from nluforge.experiments.attacks import check_attackable, recipe_step, sample
+
+    resolved = recipe_step(step["method"], {k: v for k, v in step.items() if k != "method"})
+    cfg = resolved.config
+    split = check_attackable(prep.spec, cfg.split, prep.splits)
+    data = prep.splits[split]
+    examples = len(sample(len(data.texts), cfg.max_examples, cfg.seed))
+    counted = sample(len(data.texts), WORD_EXAMPLES, prep.cfg.seed)
+    words = sum(len(Text(tuple(data.texts[i])).words()) for i in counted) / max(1, len(counted))
+    picked = [tuple(data.texts[i]) for i in sample(len(data.texts), ATTACK_EXAMPLES, prep.cfg.seed)]
+    timed = dataclasses.replace(cfg, temperatures=[1.0], cache=False)
+    own = Victim(model, prep.tokenizer, batch_size=cfg.batch_size, max_length=cfg.max_length).logits(picked)
+    t0 = time.perf_counter()
+    sweep = attack(model, prep.tokenizer, picked, [int(i) for i in own.argmax(axis=1)], resolved.method, timed)
+    seconds = time.perf_counter() - t0
+    outcomes = sweep.outcomes[1.0]
+    queries = sum(o.queries for o in outcomes)
+    nluforge.attack.register()
+    per_word = ATTACKS.entry(resolved.method).meta.get("queries_per_word")
+    per_example = 1 + per_word * words if per_word else queries / max(1, len(outcomes))
+    return AttackCal(seconds / max(1, queries), words, per_example, examples, len(cfg.temperatures),
+                     "registry" if per_word else "measured")

@@ -147,6 +147,17 @@ def task_findings(task: TaskReport) -> list[str]:
             f"On {task.task}, {best.label} is the best variant ({_pct(best.score(task.primary))} {metric}), "
             f"significantly above {_others(len(rest) - 1)} (Holm-adjusted p ≤ {worst_p:.2g})."
         )
+    elif len(tied) > 1:  # no single best: still say which variants the top one significantly beats
+        top = tied[0]
+        below = [r for r in task.rows if r.key != top.key and sig.better(top.key, r.key)]
+        if below:
+            worst_p = max(sig.test(top.key, r.key)[1] for r in below)
+            names = ", ".join(f"{r.label} ({_pct(r.score(task.primary))})" for r in below)
+            out.append(
+                f"On {task.task}, the top-scoring variant, {top.label} ({_pct(top.score(task.primary))} {metric}), "
+                f"scores significantly above {names} (Holm-adjusted p ≤ {worst_p:.2g}); it is indistinguishable "
+                f"from {_others(len(tied) - 1).replace('the other', 'the other top')}."
+            )
     for row in task.rows:
         if row.parent_key and any(r.key == row.parent_key for r in task.rows):
             found = sig.test(row.key, row.parent_key)
