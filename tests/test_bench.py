@@ -178,13 +178,14 @@ def test_calibration_key_names_machine_model_and_version():
     assert key["machine"]["cores"] >= 1 and key["machine"]["cpu"]
 
 
-def test_default_grid_has_an_int8_child_per_trained_cell_and_advglue():
+def test_default_grid_has_an_int8_child_per_trained_cell_advglue_and_an_attack():
     _, cells = bench_cells(None)
     trained = [c for c in cells if c.config.step() is None]
     children = [c for c in cells if c.config.step() is not None]
     assert len(children) == len(trained) and {c.config.step_label() for c in children} == {"compress:int8_dynamic"}
     assert all(c.config.eval.advglue for c in cells)
     assert {c.config.task for c in trained} == {"sst2", "qnli", "stsb"}
+    assert all([s["method"] for s in c.config.attack] == ["deepwordbug"] for c in cells)  # one attack recipe
 
 
 def test_no_data_fails_fast_with_one_line(tmp_path):
@@ -333,6 +334,8 @@ def test_time_budget_sizes_runs_and_records_the_chosen_sizes(tmp_path, tiny_epoc
     found = [r for _, r in iter_results(results)]
     assert len(found) == 2 and {r.config["data"]["max_train_samples"] for r in found} == {24}
     assert {r.cost.train_examples for r in found} == {24}
+    dry = " ".join(CliRunner().invoke(app, [*args, "--dry-run"]).output.split())
+    assert "calibration of 2 trained cell(s)" in dry  # the resized cells' calibrations, each counted once
     rerun = CliRunner().invoke(app, ["bench", str(results / "grid.resolved.yaml"), *args[2:-2]])
     assert rerun.exit_code == 0 and "0 to run" in rerun.output  # the resolved grid names the same cells
     small = CliRunner().invoke(app, [*args[:-1], "2s"])

@@ -325,8 +325,9 @@ def _with_size(cfg: Any, n: int) -> Any:
 
 
 def _rekeyed(new: list[Cell], old: list[Cell], calibrations: dict[str, Calibration]) -> dict[str, Calibration]:
-    """The calibrations under the resized cells' parent ids (the training size is not part of the key)."""
-    out = dict(calibrations)
+    """The calibrations under the resized cells' parent ids (the training size is not part of the key);
+    only those, so the plan counts each calibrated cell once (and its seconds once)."""
+    out: dict[str, Calibration] = {}
     for a, b in zip(new, old, strict=True):
         out[a.config.parent().run_id()] = calibrations[b.config.parent().run_id()]
     return out
