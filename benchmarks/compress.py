@@ -18,7 +18,8 @@ measuring pass over the parent and every child, with one torch thread (printed),
 
 and prints a table, the issue's done-when targets against what was measured, JSON, and two plots
 (accuracy vs size, accuracy vs batch-32 latency). Settings (defaults = the issue's): int8_dynamic,
-int8_onnx, groupwise 8/4/3/2 bits, hessian_mixed at an average of 3 bits, magnitude and random_masks at
+int8_onnx, groupwise 8/4/3/2 bits, hessian_mixed at an average of 3 bits (and at 3.25 and 3.5 among
+3/4/8 bits: the curve between uniform 3 and 4 bits), magnitude and random_masks at
 20/40/60% sparsity, structured and oneshot at 40% of heads and neurons (structured plain and with
 recovery fine-tuning, oneshot with least-squares reconstruction and with recovery on top).
 ``--small`` (a documented smaller run for a busy machine): random_masks at 40% only, 100 recovery steps
@@ -63,6 +64,10 @@ def settings(small: bool) -> list[tuple[str, dict]]:
     out += [(f"groupwise b{b}", {"method": "groupwise", "bits": b}) for b in (8, 4, 3, 2)]
     hm = {"iterations": 10, "calibration_examples": 32} if small else {}
     out += [("hessian_mixed avg3", {"method": "hessian_mixed", "avg_bits": 3, **hm})]
+    # the trade-off curve between uniform 3 and 4 bits: 2 bits is past the knee for every block here
+    # (uniform 2-bit = chance), so these allocate among 3, 4 and 8 bits only
+    out += [(f"hessian_mixed avg{b} no2bit", {"method": "hessian_mixed", "avg_bits": b, "choices": [3, 4, 8], **hm})
+            for b in (3.25, 3.5)]
     out += [(f"magnitude {int(s * 100)}%", {"method": "magnitude", "sparsity": s}) for s in (0.2, 0.4, 0.6)]
     out += [(f"random_masks {int(s * 100)}%", {"method": "random_masks", "sparsity": s})
             for s in ((0.4,) if small else (0.2, 0.4, 0.6))]

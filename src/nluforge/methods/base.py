@@ -124,17 +124,25 @@ def load(path: str | Path, base_model: nn.Module, cfg: Any, adapt_fn: Callable[.
     """Inverse of :func:`save`: ``base_model`` is the freshly loaded pretrained model."""
     path = Path(path)
     if (path / "adapter_config.json").is_file():
+        import warnings
+
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base_model, path)
+        from nluforge.models.loading import quiet_transformers
+
+        with warnings.catch_warnings(), quiet_transformers():  # peft 0.21 calls a transformers 5 API deprecated for v6
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(base_model, path)
     if (path / METHOD_STATE).is_file():
         model = adapt_fn(base_model, cfg, **context)
         load_state(model, path / METHOD_STATE)
         return model
     if (path / "config.json").is_file():
+        from nluforge.models.loading import quiet_transformers
         from nluforge.models.pooling import restore_pooling
 
-        return restore_pooling(type(base_model).from_pretrained(path))  # the pooling recorded in config.json
+        with quiet_transformers():
+            return restore_pooling(type(base_model).from_pretrained(path))  # the pooling recorded in config.json
     raise UserError(f"{path} holds no saved model (no adapter_config.json, {METHOD_STATE} or config.json)")
 
 
