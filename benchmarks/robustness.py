@@ -200,6 +200,10 @@ def main() -> None:
         for recipe in args.recipes:
             sw = ours(v, examples, recipe, SWEEP)
             m = sw.metrics()
+            at1 = sw.metrics_at(1.0)
+            row.setdefault(f"clean ({len(examples)})", at1["clean_accuracy"])
+            row[f"{recipe} success T=1"] = at1["attack_success_rate"]
+            row[f"{recipe} s/ex T=1"] = at1["s_per_example"]
             row[f"{recipe} T=1"] = m["accuracy_under_attack_t1"]
             row[f"{recipe} min_T"] = m["accuracy_under_attack"]
             row[f"{recipe} worst T"] = m["worst_temperature"]
