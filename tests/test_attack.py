@@ -448,3 +448,26 @@ def test_grid_attack_step_skips_a_regression_task_with_a_note(tmp_path, tiny_mod
     assert "attacked" not in result.metrics and "pearson" in result.metrics["trained"]["validation"]
     assert "regression task" in result.meta["attack"]["deepwordbug"]["skipped"]
     assert not (tmp_path / "results" / cfg.run_id() / "attacks").exists()
+
+
+def test_grid_attack_step_on_an_int8_child(tmp_path, tiny_model_dir):
+    """A compressed child inherits the grid's attack step: its quantized state (packed-parameter tuples) is
+    hashed for the cache, differently from its parent's, and the child's outcomes are its own."""
+    from test_runners_real import make_tiny_glue, tiny_base
+
+    from nluforge.attack.sweep import model_hash
+    from nluforge.experiments.config import resolve
+    from nluforge.experiments.pipeline import run_cell
+    from nluforge.experiments.servable import load_servable
+
+    base = tiny_base(tiny_model_dir(), make_tiny_glue(tmp_path / "glue"))
+    cfg = resolve(base, {"method": "full", "compress": [{"method": "int8_dynamic"}],
+                         "attack": [{"method": "deepwordbug", "max_examples": 4}]})
+    results = tmp_path / "results"
+    parent = run_cell(cfg.parent(), results)
+    child = run_cell(cfg.children()[0], results)
+    assert parent.run_info.status == child.run_info.status == "completed", child.run_info.error
+    assert child.metrics["attacked"]["validation"]["deepwordbug.examples"] == 4
+    assert child.meta["attack"]["deepwordbug"]["cache_hits"] == 0  # not the parent's cached outcomes
+    hashes = {model_hash(load_servable(results / r.run_info.id).model) for r in (parent, child)}
+    assert len(hashes) == 2

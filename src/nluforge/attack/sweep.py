@@ -29,16 +29,34 @@ CACHE_VERSION = 1  # bump when an outcome's definition changes: old cache files 
 
 
 def model_hash(model) -> str:
-    """A hash of every parameter and buffer (names, shapes, values)."""
+    """A hash of every parameter and buffer (names, shapes, values), quantized models' state included
+    (their packed parameters are tuples of quantized tensors: integer codes, scales and zero points)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        _hash_value(h, value)
+    return h.hexdigest()
+
+
+def _hash_value(h, value) -> None:
     import torch
 
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()
+    if isinstance(value, (tuple, list)):
+        h.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _hash_value(h, item)
+    elif isinstance(value, torch.Tensor):
+        h.update(f"{tuple(value.shape)}{value.dtype}".encode())
+        if value.is_quantized:
+            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                _hash_value(h, (value.q_per_channel_scales(), value.q_per_channel_zero_points()))
+            else:
+                h.update(f"{value.q_scale()},{value.q_zero_point()}".encode())
+            value = value.int_repr()
+        if value.numel():
+            h.update(value.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    else:  # e.g. a packed-params dtype or scheme
+        h.update(repr(value).encode())
 
 
 def example_key(fields: Sequence[str], label: int) -> str:
