@@ -29,7 +29,7 @@ from nluforge.report.variants import label_variants, variant_key, variant_label
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 VENV_BIN = Path(sys.executable).parent
 LORA = "lora (r=8, alpha=16)"
-INT8 = "full + quantize_dynamic(dtype=int8) + attack:pwws"
+INT8 = "full + quantize_dynamic(dtype=int8)"  # its attack step is an evaluation, not in the label
 
 
 @pytest.fixture(scope="module")
@@ -417,3 +417,10 @@ def test_cli_warns_about_a_corrupt_file(tmp_path):
     proc = nluforge("report", str(results))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("warning: skipped an unreadable result: ") and proc.stderr.count("\n") == 1
+
+
+def test_attack_steps_are_not_in_a_variants_name_but_keep_two_runs_apart():
+    plain = {"method": "full", "attack": [{"method": "deepwordbug", "max_examples": 40}]}
+    assert variant_label(plain) == "full"
+    labels = label_variants({"a": plain, "b": {"method": "full", "attack": [{"method": "pwws"}]}})
+    assert labels["a"] != labels["b"] and all(v.startswith("full · attack=") for v in labels.values())

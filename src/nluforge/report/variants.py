@@ -3,9 +3,10 @@
 A variant is a run's resolved config minus the seed and the fields that only say where or how the run
 was carried out (data paths, logging, checkpoint cadence). Runs of one variant differ only by seed, so
 the report averages them. The label is short and readable: method and its params, the data regime, a
-non-default optimizer, then compression steps with their params and attack names, e.g. ``lora (r=8,
-alpha=16) · 16-shot + quantize_dynamic(dtype=int8) + attack:pwws``. Where two variants of a task would share a label, the config values
-that differ between them are appended.
+non-default optimizer, then compression steps with their params, e.g. ``lora (r=8, alpha=16) · 16-shot +
+quantize_dynamic(dtype=int8)``. Attack steps are evaluations of the model, not part of its name (the
+robust-accuracy column shows them). Where two variants of a task would share a label, the config values
+that differ between them are appended (so two runs that differ only in their attacks stay apart).
 """
 
 from __future__ import annotations
@@ -98,8 +99,6 @@ def variant_label(config: Mapping[str, Any]) -> str:
         parts.append(_call(str(optimizer), config.get("optimizer_params")))
     label = " · ".join(parts)
     label += "".join(f" + {_step(s)}" for s in config.get("compress") or [] if isinstance(s, Mapping))
-    attacks = [_step(s).split("(")[0] for s in config.get("attack") or [] if isinstance(s, Mapping)]
-    label += f" + attack:{'+'.join(attacks)}" if attacks else ""
     return label
 
 
