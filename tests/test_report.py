@@ -269,6 +269,8 @@ def test_labels_are_made_distinct():
 def test_formatting():
     assert fmt_stat(Stat(0.8812, 0.0031, 3, 0.8702, 0.8922)) == "88.1 ± 1.1"  # half the interval
     assert fmt_stat(Stat(0.8812, 0.0031, 3)) == "88.1"  # no interval
+    assert fmt_stat(Stat(-1e-17, 0.0, 1, -1e-17, 0.0)) == "0.0 ± 0.0"  # no negative zero
+    assert fmt_stat(Stat(-0.101, 0.0, 1)) == "-10.1"
     assert fmt_stat(Stat(0.8812, None, 1)) == "88.1"
     assert fmt_stat(None) == "—"
     assert (fmt_count(22_713_986), fmt_count(147_458), fmt_count(512)) == ("22.7M", "147k", "512")

@@ -104,7 +104,7 @@ def _majority(task: TaskReport) -> Stat | None:
 
 
 def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
+    return f"{100 * value:.1f}".replace("-0.0", "0.0")
 
 
 def _signed(value: float) -> str:
