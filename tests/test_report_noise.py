@@ -221,3 +221,23 @@ def test_overview_matches_a_variant_across_tasks_with_different_training_caps():
     # two sizes of one method in a task stay apart
     key = _row_key([task("full · n=2000", "full · n=500"), task("full · n=500")])
     assert key("full · n=2000") != key("full · n=500")
+
+
+def test_tied_top_still_names_what_it_significantly_beats(tmp_path):
+    """bitfit and lora (3 answers apart) are tied at the top; a prompt_tuning copy with 80 more wrong
+    answers is significantly below. The findings say so; and bitfit, best and cheapest at once, is named
+    cheapest among the recommendable variants (not among all variants)."""
+    source = next((NOISE / "clear").glob("sst2-default-lora-*"))
+    runs = tmp_path / "runs"
+    _copy_with_flips(source, runs / "sst2-default-bitfit-s1--00000001", 0, "bitfit")
+    _copy_with_flips(source, runs / "sst2-default-lora-s1--00000003", 3, "lora")
+    result = json.loads((runs / "sst2-default-lora-s1--00000003" / "result.json").read_text())
+    result["cost"]["trainable_params"] = 74_000  # lora: costlier than bitfit and 3 answers worse
+    (runs / "sst2-default-lora-s1--00000003" / "result.json").write_text(json.dumps(result))
+    _copy_with_flips(source, runs / "sst2-default-prompt_tuning-s1--00000002", 80, "prompt_tuning")
+    report = load_report(tmp_path / "runs")
+    tied = [f for f in report.findings if "top-scoring variant" in f]
+    assert len(tied) == 1 and "scores significantly above prompt_tuning (" in tied[0]
+    assert "indistinguishable from the other top variant" in tied[0] and "lora (" not in tied[0].split("above")[1]
+    memory = {r.heading: r for r in report.tasks[0].recommendations}["Training-memory budget"]
+    assert memory.text.startswith("bitfit also uses the least training memory of the 3 recommendable variants")

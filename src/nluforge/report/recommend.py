@@ -92,7 +92,8 @@ def budget(task: TaskReport, axis: CostAxis) -> Recommendation | None:
         lead = (
             f"{ref.label} ({value})"
             if costlier
-            else f"{ref.label} {axis.cheapest} ({value}): no variant trades score for less"
+            else f"{ref.label} {axis.cheapest} of the {len(points)} recommendable variants (those above the "
+            f"baseline) ({value}): no variant trades score for less"
         )
         items: tuple[str, ...] = (lead + tail,)
     else:
