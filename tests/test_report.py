@@ -298,7 +298,9 @@ def test_html_is_self_contained_with_plots_and_tables(built):
 def test_markdown_is_written_with_plot_files(built):
     md = built.markdown.read_text(encoding="utf-8")
     assert "## sst2" in md and "| Variant | n | Accuracy | AdvGLUE acc | Robust acc |" in md
-    assert f"| ★ {LORA} | 3 | **88.0 ± 2.5** | 46.0 ± 2.5 | — | 147k (0.65%) |" in md
+    assert "| Robust acc | AdvGLUE acc drop | Robust acc drop |" in md
+    # the relative drop from the clean accuracy: (88.0 - 46.0) / 88.0 = 48%; no robust acc, no drop
+    assert f"| ★ {LORA} | 3 | **88.0 ± 2.5** | 46.0 ± 2.5 | — | 48% | — | 147k (0.65%) |" in md
     assert "| ◇ adapter (reduction_factor=16) | 2 |" in md  # dominated only within noise
     assert "## Overview" in md and "| full | 56.0 ± 12.7 | 84.0 | 92.0 ± 2.5 | 88.0 | 80.0 |" in md
     assert "## Failed runs" in md

@@ -123,6 +123,16 @@ def flags(task: TaskReport, row: VariantRow) -> list[str]:
     return out + row.flags
 
 
+def relative_drop(task: TaskReport, row, name: str) -> str:
+    """``(clean - robust) / clean`` of a variant, as a percentage; a dash where either is missing."""
+    if not _is_variant(row) or not task.clean_metric:
+        return DASH
+    clean, robust = row.metrics.get(task.clean_metric), row.robust.get(name)
+    if clean is None or robust is None or clean.mean <= 0:
+        return DASH
+    return f"{100 * (clean.mean - robust.mean) / clean.mean:.0f}%"
+
+
 def table_columns(task: TaskReport) -> list[Column]:
     """The columns of a task's table; cost columns nobody measured are left out. Baseline rows
     (``baselines.BaselineRow``) fill the metric cells only."""
@@ -144,6 +154,8 @@ def table_columns(task: TaskReport) -> list[Column]:
                 _capitalized(name), lambda r, n=name: fmt_stat(r.robust.get(n)) if _is_variant(r) else DASH
             )
         )
+    for name in task.robust_names:  # relative drop from the clean metric (the few-shot robustness studies')
+        columns.append(Column(f"{_capitalized(name)} drop", lambda r, n=name: relative_drop(task, r, n)))
     for header, field, cell in COST_COLUMNS:
         if any(field in r.cost for r in task.rows):
             columns.append(Column(header, lambda r, c=cell: c(r) if _is_variant(r) else DASH))
