@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from nluforge.attack.words import STOPWORDS, Text
 from nluforge.models.inputs import collate, encode, eval_batches
@@ -82,10 +83,7 @@ class Goal:
         """``1 - p(label)`` under ``softmax(logits / T)``, one per text."""
         self._ensure(texts)
         logits = np.stack([self.memo[t.fields] for t in texts]).astype(np.float64) / self.temperature  # (N, C)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        return 1.0 - p[:, self.label]
+        return 1.0 - softmax(logits, axis=1)[:, self.label]
 
     def prediction(self, text: Text) -> int:
         self._ensure([text])

@@ -405,7 +405,6 @@ def _attack(prep, model, step: dict[str, Any]) -> AttackCal:
     :class:`AttackCal`)."""
     import dataclasses
 
-    import nluforge.attack
     from nluforge.attack.engine import Victim
     from nluforge.attack.sweep import attack
     from nluforge.attack.words import Text
@@ -427,7 +426,6 @@ def _attack(prep, model, step: dict[str, Any]) -> AttackCal:
     seconds = time.perf_counter() - t0
     outcomes = sweep.outcomes[1.0]
     queries = sum(o.queries for o in outcomes)
-    nluforge.attack.register()
     per_word = ATTACKS.entry(resolved.method).meta.get("queries_per_word")
     per_example = 1 + per_word * words if per_word else queries / max(1, len(outcomes))
     return AttackCal(seconds / max(1, queries), words, per_example, examples, len(cfg.temperatures),

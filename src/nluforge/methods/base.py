@@ -15,6 +15,8 @@ Saved formats (always safetensors, never pickle):
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,18 +122,24 @@ def save_state(model: nn.Module, path: Path, metadata: dict[str, str] | None = N
     (path / BASE_REF).write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")
 
 
+@contextlib.contextmanager
+def peft_deprecation_quiet():
+    """peft 0.21 calls ``is_gradient_checkpointing``, a transformers 5 API deprecated for v6: its
+    FutureWarning is not the user's to act on (building and loading peft models both trigger it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def load(path: str | Path, base_model: nn.Module, cfg: Any, adapt_fn: Callable[..., nn.Module], **context: Any):
     """Inverse of :func:`save`: ``base_model`` is the freshly loaded pretrained model."""
     path = Path(path)
     if (path / "adapter_config.json").is_file():
-        import warnings
-
         from peft import PeftModel
 
         from nluforge.models.loading import quiet_transformers
 
-        with warnings.catch_warnings(), quiet_transformers():  # peft 0.21 calls a transformers 5 API deprecated for v6
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with peft_deprecation_quiet(), quiet_transformers():
             return PeftModel.from_pretrained(base_model, path)
     if (path / METHOD_STATE).is_file():
         model = adapt_fn(base_model, cfg, **context)

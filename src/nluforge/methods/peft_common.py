@@ -12,14 +12,13 @@ outside the task head are targets (the head is trained whole, as peft's ``module
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from torch import nn
 
 from nluforge.core.errors import UserError
 from nluforge.core.registry import suggest
-from nluforge.methods.base import head_modules
+from nluforge.methods.base import head_modules, peft_deprecation_quiet
 from nluforge.models.arch import arch_of
 
 
@@ -83,8 +82,7 @@ def wrap(model: nn.Module, peft_config: Any) -> nn.Module:
 
     head_modules(model)  # a one-line error when the model has no task head
     peft_config.modules_to_save = list(arch_of(model).head)
-    with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 API deprecated for v6
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_deprecation_quiet():
         return get_peft_model(model, peft_config)
 
 

@@ -18,11 +18,16 @@ from nluforge.report.tables import Stat, TaskReport, VariantRow
 DASH = "—"
 
 
+def fmt_pct(value: float) -> str:
+    """``0.881`` -> ``88.1``; no negative zero (a constant predictor's -1e-17 Pearson is 0.0)."""
+    return f"{100 * value:.1f}".replace("-0.0", "0.0")
+
+
 def fmt_stat(stat: Stat | None, with_interval: bool = True) -> str:
     """``Stat(0.881, .., lo=0.870, hi=0.892)`` -> ``88.1 ± 1.1``; no interval shows the mean alone."""
     if stat is None:
         return DASH
-    mean = f"{100 * stat.mean:.1f}".replace("-0.0", "0.0")  # a constant predictor's -1e-17 Pearson is 0.0
+    mean = fmt_pct(stat.mean)
     if stat.half_width is None or not with_interval:
         return mean
     return f"{mean} ± {100 * stat.half_width:.1f}"

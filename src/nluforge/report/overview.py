@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nluforge.report.format import fmt_pct
 from nluforge.report.metrics import display_name
 from nluforge.report.significance import candidates, tied_with_best
 from nluforge.report.stats import CONFIDENCE, Evidence
@@ -103,10 +104,6 @@ def _majority(task: TaskReport) -> Stat | None:
     return base.metrics.get(task.primary or "") if base else None
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}".replace("-0.0", "0.0")
-
-
 def _signed(value: float) -> str:
     return f"{100 * value:+.1f}".replace("-", "\u2212")
 
@@ -123,7 +120,7 @@ def task_findings(task: TaskReport) -> list[str]:
     out = []
     degenerate = [r for r in task.rows if r.degenerate]
     if degenerate and len(degenerate) == len(task.rows):
-        ref = f" (the majority baseline scores {_pct(majority.mean)} {metric})" if majority else ""
+        ref = f" (the majority baseline scores {fmt_pct(majority.mean)} {metric})" if majority else ""
         out.append(f"On {task.task}, every variant {degenerate[0].degenerate}{ref}: nothing was learned.")
     elif degenerate:  # "predicts one class" → "predict one class" after a plural subject
         verb = degenerate[0].degenerate.replace("predicts", "predict" if len(degenerate) > 1 else "predicts", 1)
@@ -135,7 +132,7 @@ def task_findings(task: TaskReport) -> list[str]:
     if tested and above:
         out.append(
             f"On {task.task}, {len(above)} of {len(tested)} variants score significantly above the "
-            f"majority baseline ({_pct(majority.mean)} {metric})."
+            f"majority baseline ({fmt_pct(majority.mean)} {metric})."
         )
     elif tested and not degenerate:
         out.append(f"On {task.task}, no variant scores significantly above the majority baseline.")
@@ -144,7 +141,7 @@ def task_findings(task: TaskReport) -> list[str]:
         best = tied[0]
         worst_p = max(sig.test(best.key, r.key)[1] for r in rest[1:])
         out.append(
-            f"On {task.task}, {best.label} is the best variant ({_pct(best.score(task.primary))} {metric}), "
+            f"On {task.task}, {best.label} is the best variant ({fmt_pct(best.score(task.primary))} {metric}), "
             f"significantly above {_others(len(rest) - 1)} (Holm-adjusted p ≤ {worst_p:.2g})."
         )
     elif len(tied) > 1:  # no single best: still say which variants the top one significantly beats
@@ -152,9 +149,9 @@ def task_findings(task: TaskReport) -> list[str]:
         below = [r for r in task.rows if r.key != top.key and sig.better(top.key, r.key)]
         if below:
             worst_p = max(sig.test(top.key, r.key)[1] for r in below)
-            names = ", ".join(f"{r.label} ({_pct(r.score(task.primary))})" for r in below)
+            names = ", ".join(f"{r.label} ({fmt_pct(r.score(task.primary))})" for r in below)
             out.append(
-                f"On {task.task}, the top-scoring variant, {top.label} ({_pct(top.score(task.primary))} {metric}), "
+                f"On {task.task}, the top-scoring variant, {top.label} ({fmt_pct(top.score(task.primary))} {metric}), "
                 f"scores significantly above {names} (Holm-adjusted p ≤ {worst_p:.2g}); it is indistinguishable "
                 f"from {_others(len(tied) - 1).replace('the other', 'the other top')}."
             )
