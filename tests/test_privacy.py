@@ -57,6 +57,28 @@ def test_epsilon_matches_opacus_accountant_and_the_calibration_reaches_the_targe
     assert epsilon_spent(found, q, steps, delta, accountant) == pytest.approx(3.0, abs=0.02)
 
 
+def test_physical_chunks_cut_padding_and_keep_the_clipped_sum():
+    """Virtual batches: chunks sorted by length and cut to their longest example give the same clipped
+    sum as the logical batch in one piece, with fewer padded tokens."""
+    from nluforge.experiments.dp_train import physical_chunks
+
+    batch = _batch(b=10, length=12, seed=3)
+    lengths = torch.tensor([12, 3, 5, 12, 2, 4, 7, 3, 6, 2])
+    batch["attention_mask"] = (torch.arange(12)[None] < lengths[:, None]).long()  # (10, 12) right padded
+    chunks = list(physical_chunks(batch, 4))
+    assert [c["input_ids"].shape for c in chunks] == [(4, 12), (4, 5), (2, 2)]
+    assert sorted(torch.cat([c["labels"] for c in chunks]).tolist()) == sorted(batch["labels"].tolist())
+    assert sum(c["attention_mask"].sum() for c in chunks) == lengths.sum()  # no real token cut
+    whole, gr = _engine(_tiny(), sigma=0.0)
+    whole.accumulate(batch)
+    ref = [t.clone() for t in whole.summed]
+    split, _ = _engine(_tiny(), sigma=0.0)
+    for chunk in chunks:
+        split.accumulate(chunk)
+    for a, b in zip(ref, split.summed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("style,groups", STYLES)
 def test_clipping_bounds_each_examples_contribution_per_group(style, groups):
     model = _tiny()

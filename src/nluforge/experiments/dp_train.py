@@ -90,6 +90,27 @@ def plan(cfg, dp: DpSgdConfig, n: int, method_lr: float | None) -> DpPlan:
     return DpPlan(batch, epochs, lr, delta, q, steps, sigma, applied)
 
 
+def physical_chunks(batch: dict, physical: int):
+    """A logical batch as chunks of ``physical`` examples, longest first, each cut to its longest example.
+
+    The logical (Poisson) batch is padded to its longest sentence; chunking it as it comes would pad
+    every chunk to that width (on SST-2 about 2.5x the tokens of plain batches of the same size). The
+    clipped sum is a sum over examples, so the order and the chunking change nothing but the work.
+    """
+    import torch
+
+    mask = batch.get("attention_mask")  # (B, T)
+    n = batch["input_ids"].shape[0]
+    order = torch.argsort(mask.sum(1), descending=True, stable=True) if mask is not None else torch.arange(n)
+    for start in range(0, n, physical):
+        idx = order[start:start + physical]
+        chunk = {k: v[idx] for k, v in batch.items()}
+        if mask is not None:
+            width = int(chunk["attention_mask"].any(0).nonzero().max()) + 1
+            chunk = {k: v[:, :width] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v for k, v in chunk.items()}
+        yield chunk
+
+
 def make_update_step(engine, physical: int):
     """The ``update_step`` seam: virtual batches of ``physical`` examples, one noised step per logical batch."""
 
@@ -97,10 +118,7 @@ def make_update_step(engine, physical: int):
         loss = None
         if batch is not None:
             n = batch["input_ids"].shape[0]
-            losses = []
-            for start in range(0, n, physical):
-                chunk = {k: v[start:start + physical] for k, v in batch.items()}
-                losses.append(engine.accumulate(chunk) * chunk["input_ids"].shape[0])
+            losses = [engine.accumulate(chunk) * chunk["input_ids"].shape[0] for chunk in physical_chunks(batch, physical)]
             loss = sum(losses) / n
         engine.release(ctx.step)  # empty batch: the noise alone, as the accountant assumes
         ctx.optimizer.step()
