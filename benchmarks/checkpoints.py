@@ -5,7 +5,8 @@
 
 The issue's setting (the defaults): `default` fully fine-tuned on 20,000 SST-2 examples (one epoch,
 lr 5e-5, batch 32), a checkpoint every 50 steps, and each codec setting: none, dynaquant with the
-optimizer state quantized, kept lossless, or dropped. For each setting one run is killed (an exception
+optimizer state quantized, kept lossless, factored (Adafactor-style second moment, first moment
+dropped) or dropped. For each setting one run is killed (an exception
 after a checkpoint) and restored ``--restores`` times (10), spread evenly over the run, rebuilding the
 model and optimizer from scratch each time. Measured, side by side in one process and one thread:
 - the compression ratio against fp32 safetensors over all the run's checkpoints, for the weights
@@ -31,6 +32,7 @@ SETTINGS = {
     "none": ("none", {}),
     "dq-opt-quantize": ("dynaquant", {"optimizer": "quantize"}),
     "dq-opt-lossless": ("dynaquant", {"optimizer": "lossless"}),
+    "dq-opt-factored": ("dynaquant", {"optimizer": "factored"}),
     "dq-opt-drop": ("dynaquant", {"optimizer": "drop"}),
 }
 

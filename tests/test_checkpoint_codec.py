@@ -139,7 +139,34 @@ class Bag(torch.nn.Module):
         return SimpleNamespace(logits=self.head(h))  # (B, 2)
 
 
-@pytest.mark.parametrize("optimizer", ["quantize", "lossless", "drop"])
+def test_factored_optimizer_state_keeps_the_second_moments_row_and_column_sums():
+    """``optimizer: factored``: Adam's v of a matrix from its row/column sums (exact for rank one, zero
+    rows stay zero), m restarts at zero, the step count and 1-D state survive, and it stores far less."""
+    codec = make_codec("dynaquant", {"optimizer": "factored"})
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.rand(50, generator=g), torch.rand(40, generator=g)
+    rows[[3, 17]] = 0.0  # embedding rows of tokens never seen: no second moment
+    v = torch.outer(rows, cols)  # (50, 40) rank one
+    noisy = v * (1 + 0.1 * torch.rand(50, 40, generator=g))  # (50, 40) near rank one
+    state = {"0.exp_avg": torch.randn(50, 40, generator=g), "0.exp_avg_sq": v, "0.step": torch.tensor(123.0),
+             "1.exp_avg": torch.randn(64, generator=g), "1.exp_avg_sq": torch.rand(64, generator=g),
+             "2.exp_avg_sq": noisy}
+    blobs, meta = codec.encode_optimizer(state)
+    out = codec.decode_optimizer(blobs, meta, "test")
+    assert set(out) == set(state)
+    torch.testing.assert_close(out["0.exp_avg_sq"], v, rtol=1e-5, atol=1e-9)
+    assert (out["0.exp_avg_sq"][[3, 17]] == 0).all() and (out["0.exp_avg_sq"][0] > 0).all()
+    assert (out["0.exp_avg"] == 0).all() and (out["1.exp_avg"] == 0).all()
+    assert out["0.step"].item() == 123.0
+    assert (out["1.exp_avg_sq"].sqrt() - state["1.exp_avg_sq"].sqrt()).abs().max() < 0.02  # 8-bit codebook
+    seen = noisy > 0  # (50, 40)
+    rel = ((out["2.exp_avg_sq"] - noisy).abs()[seen] / noisy[seen]).max()
+    assert 0 < rel < 0.1  # an estimate, not the tensor
+    stored = sum(t.numel() * t.element_size() if torch.is_tensor(t) else len(t) for t in blobs.values())
+    assert stored < sum(t.numel() * 4 for t in state.values()) / 10
+
+
+@pytest.mark.parametrize("optimizer", ["quantize", "lossless", "factored", "drop"])
 def test_restore_then_continue_follows_the_uncompressed_run(tmp_path, optimizer):
     """A small model (not the tiny BERT: it barely learns in so few steps), 50 steps, a compressed
     checkpoint every 3, killed and restored 4 times; the loss curve and accuracy follow the plain run."""

@@ -24,7 +24,10 @@ Our own implementation (no library does this); the entropy coder is zstandard or
   coding (the reader recomputes the same permutation from the reference it holds, so none is stored).
 - **Optimizer state** (``optimizer``): ``lossless`` (fp32 safetensors), ``quantize`` (per-tensor
   ``optimizer_bits`` codebooks, not delta-coded; Adam's second moment is quantized as its square root,
-  the scale it divides by) or ``drop`` (nothing stored; the optimizer restarts from empty moments).
+  the scale it divides by), ``factored`` (Adam's second moment of each matrix kept as its row and
+  column sums, the factored estimate of Adafactor, Shazeer & Stern 2018, "Adafactor: Adaptive Learning
+  Rates with Sublinear Memory Cost"; the first moment dropped; the step count kept) or ``drop``
+  (nothing stored; the optimizer restarts from empty moments and step 0).
 
 Departures from the paper (and why):
 - The calibration batches come from the training split: the training loop does not see the dev set.
@@ -33,6 +36,13 @@ Departures from the paper (and why):
 - The paper's "order to keep deltas small" is done with a reference-derived permutation rather than a
   stored one, because a stored permutation costs more bits per element than 2-4-bit codes.
 - Bit widths are costed as ``b`` bits per element in the search (the entropy coder then does better).
+- ``optimizer: factored`` is ours, not the paper's. Why: dropping Adam's state restarts its bias
+  correction, so the first steps after a restore are sign-like steps at the full learning rate (the
+  measured cost of ``drop``), while fp32 moments are two thirds of a checkpoint. The second moment
+  changes slowly (beta2 = 0.999) and is what sets each coordinate's step size; its Adafactor
+  factorisation costs rows + columns floats per matrix (0.1% of it for BERT's matrices) and keeps
+  all-zero rows zero (embedding rows of unseen tokens). The first moment (beta1 = 0.9) rebuilds
+  within about ten steps; restarting it from zero at the saved step makes those steps a short warm-up.
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ class DynaQuantConfig:
     order: Literal["none", "reference"] = "none"  # reference: code the delta sorted by the reference's values
     entropy: Literal["zstd", "lzma"] = "zstd"
     level: int = 9  # entropy coder level (zstd 1-22, lzma 0-9): higher is smaller and slower
-    optimizer: Literal["lossless", "quantize", "drop"] = "quantize"
+    optimizer: Literal["lossless", "quantize", "factored", "drop"] = "quantize"
     optimizer_bits: int = 8
 
     def __post_init__(self):
@@ -288,16 +298,24 @@ class DynaQuantCodec:
             if not t.is_floating_point() or t.numel() < _MIN_QUANT:
                 blobs[name] = t
                 continue
+            shape, dtype = list(t.shape), str(t.dtype).removeprefix("torch.")
             root = name.endswith("exp_avg_sq")  # Adam divides by sqrt(v): quantize on that scale
+            if mode == "factored" and name.endswith("exp_avg"):  # first moment: rebuilt in ~10 steps
+                metas[name] = {"shape": shape, "dtype": dtype, "kind": "zeros"}
+                continue
+            if mode == "factored" and root and t.dim() >= 2:
+                v = t.detach().cpu().float().reshape(-1, t.shape[-1]).clamp(min=0)  # (R, C)
+                blobs[f"{name}::rows"], blobs[f"{name}::cols"] = v.sum(1), v.sum(0)  # (R,), (C,)
+                metas[name] = {"shape": shape, "dtype": dtype, "kind": "factored"}
+                continue
             x = t.detach().cpu().float().reshape(-1)
             x = x.clamp(min=0).sqrt() if root else x
             book = q.fit_codebook(x, self.cfg.optimizer_bits, "quantile")
             codes = q.quantize(x, book)
             blobs[f"{name}::data"] = q.compress_bytes(codes, self.cfg.entropy, self.cfg.level)
             blobs[f"{name}::book"] = book
-            metas[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "sqrt": root,
-                           "size": codes.numel()}
-        return blobs, {"mode": "quantize", "tensors": metas}
+            metas[name] = {"shape": shape, "dtype": dtype, "sqrt": root, "size": codes.numel()}
+        return blobs, {"mode": mode, "tensors": metas}
 
     def decode_optimizer(self, blobs: Tensors, meta: dict[str, Any], where: str) -> Tensors | None:
         """The optimizer's tensors, or None when they were dropped."""
@@ -307,13 +325,24 @@ class DynaQuantCodec:
             return blobs
         out = {k: v for k, v in blobs.items() if "::" not in k}
         for name, m in meta["tensors"].items():
-            if f"{name}::data" not in blobs:
+            dtype = getattr(torch, m["dtype"])
+            kind = m.get("kind", "codebook")
+            needed = {"zeros": [], "factored": [f"{name}::rows", f"{name}::cols"]}.get(kind, [f"{name}::data"])
+            if any(k not in blobs for k in needed):
                 raise UserError(f"compressed checkpoint {where} is corrupt (optimizer tensor {name} is missing); "
                                 "delete the checkpoint folder or rerun without --resume")
-            codes = q.decompress_bytes(blobs[f"{name}::data"], self.cfg.entropy, m["size"], where)
-            x = q.dequantize(codes, blobs[f"{name}::book"])
-            x = x.square() if m["sqrt"] else x
-            out[name] = x.reshape(m["shape"]).to(getattr(torch, m["dtype"]))
+            if kind == "zeros":
+                out[name] = torch.zeros(m["shape"], dtype=dtype)
+            elif kind == "factored":
+                rows, cols = blobs[f"{name}::rows"], blobs[f"{name}::cols"]  # (R,), (C,)
+                total = rows.sum()
+                v = torch.outer(rows, cols) / total if total > 0 else torch.zeros(len(rows), len(cols))  # (R, C)
+                out[name] = v.reshape(m["shape"]).to(dtype)
+            else:
+                codes = q.decompress_bytes(blobs[f"{name}::data"], self.cfg.entropy, m["size"], where)
+                x = q.dequantize(codes, blobs[f"{name}::book"])
+                x = x.square() if m["sqrt"] else x
+                out[name] = x.reshape(m["shape"]).to(dtype)
         return out
 
 
