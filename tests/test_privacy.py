@@ -57,6 +57,21 @@ def test_epsilon_matches_opacus_accountant_and_the_calibration_reaches_the_targe
     assert epsilon_spent(found, q, steps, delta, accountant) == pytest.approx(3.0, abs=0.02)
 
 
+def test_calibration_at_a_large_epsilon_stays_inside_the_rdp_orders(recwarn):
+    """eps 8 over 60 steps at q = 0.05: Opacus's orders (to 63) are too few on the way and it warns;
+    ours reach 1,024, and never give a larger epsilon than Opacus's grid."""
+    from opacus.accountants import create_accountant
+
+    q, delta = 1024 / 20000, 5e-6
+    sigma = noise_multiplier(8.0, delta, q, 60, "rdp")
+    assert not [w for w in recwarn if "largest alpha" in str(w.message)]
+    assert epsilon_spent(sigma, q, 60, delta, "rdp") == pytest.approx(8.0, abs=0.02)
+    for s in (0.3, sigma, 2.0):
+        acc = create_accountant("rdp")
+        acc.history = [(s, q, 60)]
+        assert epsilon_spent(s, q, 60, delta, "rdp") <= acc.get_epsilon(delta) + 1e-9
+
+
 def test_physical_chunks_cut_padding_and_keep_the_clipped_sum():
     """Virtual batches: chunks sorted by length and cut to their longest example give the same clipped
     sum as the logical batch in one piece, with fewer padded tokens."""
