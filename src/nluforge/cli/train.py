@@ -39,7 +39,7 @@ def train(
                                      "to this epsilon; other options with --set privacy.params.KEY=VALUE."),
     dp_delta: float = typer.Option(None, "--dp-delta", help="DP delta (default 1/(10 n); must be < 1/n)."),
     dp_max_grad_norm: float = typer.Option(None, "--dp-max-grad-norm", help="DP per-example clipping norm C "
-                                           "(default 0.1, Li et al. 2022)."),
+                                           "(default 1.0; Li et al. 2022 use 0.1, see privacy.config)."),
     audit_holdout: int = typer.Option(None, "--audit-holdout", help="Reserve N seeded training examples as "
                                       "non-members (and record N members) for `nluforge audit`."),
     params: list[str] = Param,
