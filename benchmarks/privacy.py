@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--overfit-method", default="full", help="the overfit run's method (full memorises most)")
     ap.add_argument("--other-clippings-at", type=float, nargs="+", default=None, metavar="EPS",
                     help="run the clipping styles after the first only at these epsilons (default: at all)")
+    ap.add_argument("--grad-sample-mode", choices=["hooks", "ghost"], default=None,
+                    help="per-sample gradients (hooks) or ghost clipping (flat clipping only); default: the config's")
     ap.add_argument("--dp-batch", type=int, default=None, help="logical batch (default: Li et al.'s)")
     ap.add_argument("--dp-epochs", type=float, default=None)
     ap.add_argument("--memory-batch", type=int, default=32)
@@ -179,9 +181,11 @@ def main() -> None:
                     continue
                 params = {"epsilon": eps, "clipping": clip, **({"groups": "blocks"} if clip == "group" else {}),
                           **({"batch_size": a.dp_batch} if a.dp_batch else {}),
+                          **({"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {}),
                           **({"epochs": a.dp_epochs} if a.dp_epochs else {})}
                 d, r = run({**base, "privacy": {"method": "dp_sgd", "params": params}}, out)
-                rows.append(row(f"{method} eps={eps:g} {clip}", d, r))
+                mode = r.meta["privacy"]["grad_sample_mode"]
+                rows.append(row(f"{method} eps={eps:g} {clip}" + (" ghost" if mode == "ghost" else ""), d, r))
                 if eps == 8 and len(audit_targets) < 2 * len(a.methods) and clip == a.clippings[0]:
                     audit_targets.append((f"{method} eps=8 {clip}", d))
         print_table(rows, list(rows[0]), "SST-2 dev accuracy (95% bootstrap CI), eps spent, memory, speed")
