@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,6 +71,37 @@ def test_calibration_at_a_large_epsilon_stays_inside_the_rdp_orders(recwarn):
         acc = create_accountant("rdp")
         acc.history = [(s, q, 60)]
         assert epsilon_spent(s, q, 60, delta, "rdp") <= acc.get_epsilon(delta) + 1e-9
+
+
+class _UnusedHead(torch.nn.Module):
+    """A trainable module in the forward whose output the loss ignores, like BERT's pooler under mean pooling."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.unused, self.head = torch.nn.Embedding(100, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, input_ids, attention_mask, **_):
+        h = self.emb(input_ids).mean(1)  # (B, 8)
+        self.unused(h)  # computed, never used
+        return SimpleNamespace(logits=self.head(h))  # (B, 2)
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_a_module_the_loss_never_reaches_neither_leaks_nor_breaks_the_next_chunk(mode):
+    def loss_fn(model, batch):
+        logits = model(batch["input_ids"], batch["attention_mask"]).logits
+        return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+
+    model = _UnusedHead().train()
+    groups = clip_groups(model, "flat", None, None)
+    engine = PrivateGradients(model, groups, thresholds(groups, 0.5, None), noise_multiplier=0.0,
+                              expected_batch_size=4.0, mode=mode, seed=0, loss_fn=loss_fn)
+    for i in range(3):  # ghost clipping failed here on the second chunk ("parameter tying")
+        engine.accumulate(_batch(b=4, seed=i))
+    assert not getattr(model.unused, "activations", None)  # nothing kept from the three forwards
+    engine.release(0)
+    assert model.head.weight.grad.abs().sum() > 0 and (model.unused.weight.grad == 0).all()
 
 
 def test_physical_chunks_cut_padding_and_keep_the_clipped_sum():

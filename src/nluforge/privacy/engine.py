@@ -182,6 +182,15 @@ class PrivateGradients:
             p.grad = None
             if hasattr(p, "grad_sample"):
                 p.grad_sample = None
+        # A module that runs in the forward but whose output the loss never uses (BERT's pooler under
+        # mean pooling) gets no backward: Opacus would keep its captured inputs and forward count for
+        # ever (a leak with hooks; with ghost clipping the next chunk reads as parameter tying and fails)
+        for module in self.model.modules():
+            if getattr(module, "activations", None):
+                module.activations.clear()
+        for p in self.params:
+            if getattr(p, "_forward_counter", 0):
+                p._forward_counter = 0
 
     def release(self, step: int) -> None:
         """Noise the sum, average over the expected batch size into ``p.grad``, reset the sum."""
