@@ -116,6 +116,7 @@ def test_physical_chunks_cut_padding_and_keep_the_clipped_sum():
     assert [c["input_ids"].shape for c in chunks] == [(4, 12), (4, 5), (2, 2)]
     assert sorted(torch.cat([c["labels"] for c in chunks]).tolist()) == sorted(batch["labels"].tolist())
     assert sum(c["attention_mask"].sum() for c in chunks) == lengths.sum()  # no real token cut
+    assert all(t.is_contiguous() for c in chunks for t in c.values())  # ghost clipping views input_ids flat
     whole, gr = _engine(_tiny(), sigma=0.0)
     whole.accumulate(batch)
     ref = [t.clone() for t in whole.summed]
@@ -123,6 +124,11 @@ def test_physical_chunks_cut_padding_and_keep_the_clipped_sum():
     for chunk in chunks:
         split.accumulate(chunk)
     for a, b in zip(ref, split.summed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    ghost, _ = _engine(_tiny(), mode="ghost", sigma=0.0)  # its embedding rule views input_ids flat
+    for chunk in chunks:
+        ghost.accumulate(chunk)
+    for a, b in zip(ref, ghost.summed, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 

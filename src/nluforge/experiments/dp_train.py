@@ -107,7 +107,9 @@ def physical_chunks(batch: dict, physical: int):
         chunk = {k: v[idx] for k, v in batch.items()}
         if mask is not None:
             width = int(chunk["attention_mask"].any(0).nonzero().max()) + 1
-            chunk = {k: v[:, :width] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v for k, v in chunk.items()}
+            # contiguous: Opacus's embedding norm rule views input_ids flat (ghost clipping)
+            chunk = {k: v[:, :width].contiguous() if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
+                     for k, v in chunk.items()}
         yield chunk
 
 
