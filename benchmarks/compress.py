@@ -80,15 +80,15 @@ def settings(small: bool) -> list[tuple[str, dict]]:
 
 def derive(parent_dir: Path, step: dict) -> tuple[Path, float]:
     """The derived run of ``step`` beside ``parent_dir`` (reused when finished); its wall seconds."""
+    from nluforge.experiments.cells import cell_state
     from nluforge.experiments.config import read_run_config
     from nluforge.experiments.derived import prepare_derived
     from nluforge.experiments.pipeline import execute
-    from nluforge.results import read_result
 
     cfg = read_run_config(parent_dir)
     child = dataclasses.replace(cfg.parent(), compress=[step], eval=dataclasses.replace(cfg.eval, latency=False))
     run_dir = parent_dir.parent / child.run_id()
-    if (run_dir / "result.json").is_file() and read_result(run_dir).run_info.status == "completed":
+    if cell_state(parent_dir.parent, child) == "completed":
         return run_dir, float("nan")
     t0 = time.perf_counter()
     execute(prepare_derived(child, parent_dir), run_dir, show_progress=False)

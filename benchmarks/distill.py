@@ -49,10 +49,10 @@ def teacher_dir(path: Path) -> Path:
 
 def run_student(teacher: Path, results: Path, k: int, variant: str, args) -> Path:
     """One derived run (skipped when already finished); returns its directory."""
+    from nluforge.experiments.cells import cell_state
     from nluforge.experiments.config import read_run_config
     from nluforge.experiments.derived import prepare_derived
     from nluforge.experiments.pipeline import execute
-    from nluforge.results import read_result
 
     step = {"student": f"layers:{k}", "layer_pick": args.layer_pick, **VARIANTS[variant]}
     if args.max_train_samples:
@@ -61,7 +61,7 @@ def run_student(teacher: Path, results: Path, k: int, variant: str, args) -> Pat
         step["lr"] = args.lr
     cfg = dataclasses.replace(read_run_config(teacher).parent(), distill=[step])
     run_dir = results / cfg.run_id()
-    if (run_dir / "result.json").is_file() and read_result(run_dir).run_info.status == "completed":
+    if cell_state(results, cfg) == "completed":
         print(f"skip (finished): {run_dir.name}", flush=True)
         return run_dir
     t0 = time.perf_counter()

@@ -51,15 +51,15 @@ def accuracy_ci(run_dir: Path) -> tuple[float, float, float]:
 
 
 def run(cfg_dict: dict, out: Path) -> tuple[Path, dict]:
+    from nluforge.experiments.cells import cell_state
     from nluforge.experiments.config import resolve
     from nluforge.experiments.pipeline import run_cell
     from nluforge.results import read_result
 
     cfg = resolve(cfg_dict)
-    done = out / cfg.run_id()
-    if (done / "result.json").is_file() and read_result(done).run_info.status == "completed":
+    if cell_state(out, cfg) == "completed":
         print(f"{cfg.run_id()}: finished earlier, reused", flush=True)
-        return done, read_result(done)
+        return out / cfg.run_id(), read_result(out / cfg.run_id())
     result = run_cell(cfg, out, show_progress=True)
     if result.run_info.status != "completed":
         raise SystemExit(f"{cfg.run_id()} failed: {result.run_info.error}")
