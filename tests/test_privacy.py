@@ -295,6 +295,27 @@ def test_shadow_mask_puts_each_example_in_half_the_shadows():
     assert not np.array_equal(mask, mia.shadow_mask(50, 6, seed=4))
 
 
+def test_a_shadow_trains_on_the_targets_data_outside_the_pool_plus_its_half_of_the_pool():
+    from nluforge.experiments.audit_split import reserve_members
+    from nluforge.tasks.data import Split
+
+    train = Split("train", [f"t{i}" for i in range(100)], [i % 2 for i in range(100)])
+    cfg = lambda shadow: SimpleNamespace(seed=7, data=SimpleNamespace(audit_holdout=10, audit_shadow=shadow))  # noqa: E731
+    fit, split = reserve_members(cfg(None), train)
+    target, pool = set(fit.texts), {f"t{i}" for i in split["members"] + split["nonmembers"]}
+    assert len(target) == 90 and not {f"t{i}" for i in split["nonmembers"]} & target
+    seen = []
+    for i in range(4):
+        shadow_fit, none = reserve_members(cfg([i, 4, 0]), train)
+        shadow = set(shadow_fit.texts)
+        assert none is None and len(shadow) == len(shadow_fit.texts)
+        assert target - pool <= shadow  # the target's data outside the pool, all of it
+        seen.append(shadow & pool)
+        assert len(shadow) == 80 + len(seen[-1])
+    counts = {t: sum(t in s for s in seen) for t in pool}
+    assert set(counts.values()) == {2}  # each pool example IN for exactly k/2 shadows
+
+
 def test_eps_lower_bound_stays_below_the_true_epsilon_of_randomized_response():
     rng = np.random.default_rng(0)
     eps, n = 1.0, 4000  # the best attack on eps-DP randomized response has TPR/FPR = e^eps

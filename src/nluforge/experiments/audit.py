@@ -6,8 +6,9 @@ members; ``audit_split.json`` in the run directory records both (indices into th
 training split, and the seed). ``nluforge audit RUN`` and the ``audit:`` grid step then score them:
 
 - ``loss``: the audited model's per-example loss (``nluforge.privacy.audit``);
-- ``lira``: k shadow runs, each the audited run's own config trained on a random half of the pool
-  (members and non-members; every example in exactly k/2 shadows). The shadows are grid cells run by
+- ``lira``: k shadow runs, each the audited run's own config trained on the audited run's data outside
+  the pool plus a random half of the pool (members and non-members; every example in exactly k/2
+  shadows), so a shadow sees as many examples as the audited run. The shadows are grid cells run by
   :func:`~nluforge.experiments.runners.run_grid` into ``RUN/shadows/`` (parallel with a process
   backend, and resumable: a finished shadow is not trained again).
 
@@ -72,7 +73,8 @@ def audit_run(run_dir: Path, attack: str, options, *, runner=None, servable=None
 
 
 def shadow_cells(cfg, options, pool_size: int):
-    """The k shadow runs: the audited config on the shadow's half of the pool, no steps, no extras."""
+    """The k shadow runs: the audited config on the data outside the pool plus the shadow's half of it,
+    no steps, no extras."""
     ev = dataclasses.replace(cfg.eval, baselines=False, latency=False, advglue=False, save_predictions=False)
     return [dataclasses.replace(cfg, name=f"shadow{i}of{options.shadows}", audit=[], attack=[],
                                 compress=[], eval=ev,

@@ -1,6 +1,7 @@
 """The member / non-member split of a membership audit, chosen at training time (``data.audit_holdout``)
-and recorded in ``RUN/audit_split.json``; LiRA shadow runs (``data.audit_shadow``) train on their
-half of that pool. Kept apart from :mod:`nluforge.experiments.audit` (which runs shadow grids) so the
+and recorded in ``RUN/audit_split.json``; LiRA shadow runs (``data.audit_shadow``) train on the
+audited run's data outside the pool plus their half of the pool, so each shadow sees as many examples
+as the audited run. Kept apart from :mod:`nluforge.experiments.audit` (which runs shadow grids) so the
 pipeline can use it without an import cycle."""
 
 from __future__ import annotations
@@ -31,14 +32,21 @@ def _holdout(cfg, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def reserve_members(cfg, train):
     """``(train split to fit, audit split)``: the run's own training data without the non-members, or a
-    shadow's random half of the pool. The audit split is None for a shadow run."""
+    shadow's: the examples outside the pool (which the audited run trained on too) and the shadow's
+    random half of the pool. The audit split is None for a shadow run.
+
+    A shadow thus trains on as many examples as the audited run, from the same distribution, as
+    Carlini et al. (2022) train theirs. Training a shadow on its half of the pool alone (our first
+    version) made the shadows of a 20,000-example run 500-example runs, a different model than the one
+    audited."""
     from nluforge.privacy.audit import shadow_mask
 
     members, nonmembers = _holdout(cfg, len(train.texts))
     if cfg.data.audit_shadow:
         index, k, seed = cfg.data.audit_shadow
         pool = np.r_[members, nonmembers]
-        keep = pool[shadow_mask(len(pool), k, seed)[index]]
+        rest = np.setdiff1d(np.arange(len(train.texts)), pool)
+        keep = np.sort(np.r_[rest, pool[shadow_mask(len(pool), k, seed)[index]]])
         return _subset(train, keep), None
     keep = np.setdiff1d(np.arange(len(train.texts)), nonmembers)
     split = {"seed": cfg.seed, "members": members.tolist(), "nonmembers": nonmembers.tolist(),
