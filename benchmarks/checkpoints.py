@@ -11,8 +11,10 @@ after a checkpoint) and restored ``--restores`` times (10), spread evenly over t
 model and optimizer from scratch each time. Measured, side by side in one process and one thread:
 - the compression ratio against fp32 safetensors over all the run's checkpoints, for the weights
   alone and for the whole checkpoint (weights + optimizer state);
-- SST-2 dev accuracy of the model restored once from the run's last checkpoint (the plain run's
-  restore is exact) and of the final model after the restore cycles, with 95% bootstrap intervals;
+- SST-2 dev accuracy of the model restored once from the run's last checkpoint (a fresh model, the
+  weights decoded from the chain; the checkpoint is the cycled run's own, so this isolates the last
+  checkpoint's decoding error on top of the cycles; the plain run's restore is exact) and of the final
+  model after the restore cycles, with 95% bootstrap intervals;
 - the mean time to write one checkpoint (search included) and to restore the last one (its chain).
 """
 
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--codec-params", default="", help="extra dynaquant params, k=v,k=v (e.g. loss_budget=0.01)")
     ap.add_argument("--work-dir", default="/tmp/nluforge-bench-checkpoints")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=42, help="the run's seed (more seeds measure the seed spread)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -93,7 +96,7 @@ def bench(name: str, args, extra: dict) -> dict:
 
     codec, params = SETTINGS[name]
     params = {**params, **extra} if codec != "none" else {}
-    cfg = resolve({"task": "sst2", "model": "default", "method": "full",
+    cfg = resolve({"task": "sst2", "model": "default", "method": "full", "seed": args.seed,
                    "data": {"max_train_samples": args.train_samples, "data_dir": os.environ.get("NLUFORGE_DATA_DIR")},
                    "train": {"lr": 5e-5, "checkpoint_every": args.checkpoint_every, "checkpoint_codec": codec,
                              "checkpoint_codec_params": params}})
@@ -105,7 +108,7 @@ def bench(name: str, args, extra: dict) -> dict:
     # restore right after evenly spread checkpoints
     at = sorted({args.checkpoint_every * max(1, round((i + 1) * n_ckpt / (args.restores + 1)))
                  for i in range(args.restores)})
-    work = Path(args.work_dir) / name
+    work = Path(args.work_dir) / (name if args.seed == 42 else f"{name}-s{args.seed}")
     shutil.rmtree(work, ignore_errors=True)
     write_times: list[float] = []
     real_save = ckpt.save_checkpoint

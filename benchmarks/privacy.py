@@ -9,7 +9,8 @@ Full settings (the defaults): the ``default`` model, 20,000 SST-2 training examp
 and 8 with each clipping style (flat, per_layer, group = one group per transformer block) for
 ``full`` and ``lora`` (DP defaults of Li et al. 2022 otherwise); ghost vs per-sample peak memory at
 one batch; audits (loss and LiRA with 4 shadows) of the non-private run, of the first eps=8 run and of
-an overfit run (``full``, 20 epochs on 500 examples). ``--small``: 2,000 examples, eps 8, flat, lora only,
+an overfit run (``full``, 20 epochs on 500 examples; ``--overfit-dp 8`` adds the same run under DP, audited
+beside it; ``--lira-only-overfit`` keeps LiRA's shadows to the overfit runs). ``--small``: 2,000 examples, eps 8, flat, lora only,
 batch 128 for 2 epochs, loss audits only (LiRA's shadows are k more trainings each), memory probe
 for full and lora. Every training goes through ``nluforge``'s pipeline (run_cell) into --out; a rerun
 skips finished cells. Memory: each probe runs one DP step in a fresh subprocess and reports its peak
@@ -138,7 +139,8 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=20000)
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     ap.add_argument("--clippings", nargs="+", default=["flat", "per_layer", "group"])
-    ap.add_argument("--methods", nargs="+", default=["full", "lora"])
+    ap.add_argument("--methods", nargs="*", default=["full", "lora"],
+                    help="none: only the overfit runs and their audits (no memory probes)")
     ap.add_argument("--holdout", type=int, default=500, help="audit non-members (and members)")
     ap.add_argument("--attacks", nargs="+", default=["loss", "lira"])
     ap.add_argument("--shadows", type=int, default=4)
@@ -150,6 +152,11 @@ def main() -> None:
                     help="per-sample gradients (hooks) or ghost clipping (flat clipping only); default: the config's")
     ap.add_argument("--dp-batch", type=int, default=None, help="logical batch (default: Li et al.'s)")
     ap.add_argument("--dp-epochs", type=float, default=None)
+    ap.add_argument("--dp-lr", type=float, default=None, help="DP peak lr (default: Li et al.'s per method)")
+    ap.add_argument("--overfit-dp", type=float, nargs="*", default=[], metavar="EPS",
+                    help="also train the overfit config under DP at each EPS (its epochs kept) and audit it")
+    ap.add_argument("--lira-only-overfit", action="store_true",
+                    help="LiRA on the overfit runs only (a 20k run's shadows are k more 20k trainings)")
     ap.add_argument("--memory-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="/work/bench/privacy/runs")
@@ -168,7 +175,8 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}", flush=True)
     out = Path(a.out)
     mem = memory_rows(["full", "lora"] if a.small else a.methods, a.memory_batch)
-    print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")
+    if mem:
+        print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")
     rows, audit_targets = [], []
     for method in a.methods:
         base = base_cfg(method, a.examples, a.holdout, a.threads)
@@ -182,7 +190,8 @@ def main() -> None:
                 params = {"epsilon": eps, "clipping": clip, **({"groups": "blocks"} if clip == "group" else {}),
                           **({"batch_size": a.dp_batch} if a.dp_batch else {}),
                           **({"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {}),
-                          **({"epochs": a.dp_epochs} if a.dp_epochs else {})}
+                          **({"epochs": a.dp_epochs} if a.dp_epochs else {}),
+                          **({"lr": a.dp_lr} if a.dp_lr else {})}
                 d, r = run({**base, "privacy": {"method": "dp_sgd", "params": params}}, out)
                 mode = r.meta["privacy"]["grad_sample_mode"]
                 rows.append(row(f"{method} eps={eps:g} {clip}" + (" ghost" if mode == "ghost" else ""), d, r))
@@ -196,9 +205,21 @@ def main() -> None:
         d, r = run(cfg, out)
         rows.append(row(f"{a.overfit_method} overfit ({n} ex, {epochs} ep)", d, r))
         audit_targets.append((f"{a.overfit_method} overfit", d))
-    audits = audit_rows(audit_targets, a.attacks, a.shadows)
+        for eps in a.overfit_dp:  # the same data, lr and passes, under DP (batch: the DP default, n // 10)
+            params = {"epsilon": eps, "clipping": "flat", "epochs": float(epochs),
+                      **({"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {})}
+            d, r = run({**cfg, "privacy": {"method": "dp_sgd", "params": params}}, out)
+            rows.append(row(f"{a.overfit_method} overfit eps={eps:g} flat", d, r))
+            audit_targets.append((f"{a.overfit_method} overfit eps={eps:g}", d))
+    overfit = [t for t in audit_targets if " overfit" in t[0]]
+    if a.lira_only_overfit and "lira" in a.attacks:
+        audits = audit_rows(audit_targets, [x for x in a.attacks if x != "lira"], a.shadows)
+        audits += audit_rows(overfit, ["lira"], a.shadows)
+    else:
+        audits = audit_rows(audit_targets, a.attacks, a.shadows)
     print_table(rows, list(rows[0]), "SST-2 dev accuracy (95% bootstrap CI), eps spent, memory, speed")
-    print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")
+    if mem:
+        print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")
     print_table(audits, list(audits[0]), "membership audits")
     dump({"machine": machine(), "settings": vars(a), "runs": rows, "memory": mem, "audits": audits}, a.json)
 
