@@ -59,6 +59,8 @@ def run_student(teacher: Path, results: Path, k: int, variant: str, args) -> Pat
         step["max_train_samples"] = args.max_train_samples
     if args.lr:
         step["lr"] = args.lr
+    if args.epochs:
+        step["epochs"] = args.epochs
     cfg = dataclasses.replace(read_run_config(teacher).parent(), distill=[step])
     run_dir = results / cfg.run_id()
     if cell_state(results, cfg) == "completed":
@@ -112,6 +114,7 @@ def main() -> None:
                         help="seeded subset of the teacher's training set (default: all of SST-2, the issue's setting)")
     parser.add_argument("--layer-pick", default="uniform")
     parser.add_argument("--lr", type=float, default=None, help="default: the teacher run's (5e-5)")
+    parser.add_argument("--epochs", type=float, default=None, help="student epochs (default: the teacher run's, 1)")
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds (median)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
@@ -130,7 +133,7 @@ def main() -> None:
     runs: dict[str, Path] = {"teacher": link}
     for k in [int(x) for x in args.layers.split(",")]:
         for variant in args.variants.split(","):
-            runs[f"L{k} {variant}"] = run_student(link, results, k, variant, args)
+            runs[f"L{k} {variant}" + (f" {args.epochs:g} ep" if args.epochs else "")] = run_student(link, results, k, variant, args)
 
     from nluforge.results import read_result
 
