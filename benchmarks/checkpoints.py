@@ -108,7 +108,7 @@ def bench(name: str, args, extra: dict) -> dict:
     # restore right after evenly spread checkpoints
     at = sorted({args.checkpoint_every * max(1, round((i + 1) * n_ckpt / (args.restores + 1)))
                  for i in range(args.restores)})
-    work = Path(args.work_dir) / (name if args.seed == 42 else f"{name}-s{args.seed}")
+    work = Path(args.work_dir) / f"{name}-s{args.seed}"
     shutil.rmtree(work, ignore_errors=True)
     write_times: list[float] = []
     real_save = ckpt.save_checkpoint

@@ -177,7 +177,8 @@ def main() -> None:
     mem = memory_rows(["full", "lora"] if a.small else a.methods, a.memory_batch)
     if mem:
         print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")
-    rows, audit_targets = [], []
+    rows, audit_targets, overfit_targets = [], [], []
+    sample_mode = {"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {}
     for method in a.methods:
         base = base_cfg(method, a.examples, a.holdout, a.threads)
         d, r = run(base, out)
@@ -189,8 +190,7 @@ def main() -> None:
                     continue
                 params = {"epsilon": eps, "clipping": clip, **({"groups": "blocks"} if clip == "group" else {}),
                           **({"batch_size": a.dp_batch} if a.dp_batch else {}),
-                          **({"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {}),
-                          **({"epochs": a.dp_epochs} if a.dp_epochs else {}),
+                          **sample_mode, **({"epochs": a.dp_epochs} if a.dp_epochs else {}),
                           **({"lr": a.dp_lr} if a.dp_lr else {})}
                 d, r = run({**base, "privacy": {"method": "dp_sgd", "params": params}}, out)
                 mode = r.meta["privacy"]["grad_sample_mode"]
@@ -204,19 +204,18 @@ def main() -> None:
         cfg["train"].update(epochs=epochs, lr=1e-4)
         d, r = run(cfg, out)
         rows.append(row(f"{a.overfit_method} overfit ({n} ex, {epochs} ep)", d, r))
-        audit_targets.append((f"{a.overfit_method} overfit", d))
+        overfit_targets.append((f"{a.overfit_method} overfit", d))
         for eps in a.overfit_dp:  # the same data, lr and passes, under DP (batch: the DP default, n // 10)
-            params = {"epsilon": eps, "clipping": "flat", "epochs": float(epochs),
-                      **({"grad_sample_mode": a.grad_sample_mode} if a.grad_sample_mode else {})}
+            params = {"epsilon": eps, "clipping": "flat", "epochs": float(epochs), **sample_mode}
             d, r = run({**cfg, "privacy": {"method": "dp_sgd", "params": params}}, out)
             rows.append(row(f"{a.overfit_method} overfit eps={eps:g} flat", d, r))
-            audit_targets.append((f"{a.overfit_method} overfit eps={eps:g}", d))
-    overfit = [t for t in audit_targets if " overfit" in t[0]]
+            overfit_targets.append((f"{a.overfit_method} overfit eps={eps:g}", d))
+    targets = audit_targets + overfit_targets
     if a.lira_only_overfit and "lira" in a.attacks:
-        audits = audit_rows(audit_targets, [x for x in a.attacks if x != "lira"], a.shadows)
-        audits += audit_rows(overfit, ["lira"], a.shadows)
+        audits = audit_rows(targets, [x for x in a.attacks if x != "lira"], a.shadows)
+        audits += audit_rows(overfit_targets, ["lira"], a.shadows)
     else:
-        audits = audit_rows(audit_targets, a.attacks, a.shadows)
+        audits = audit_rows(targets, a.attacks, a.shadows)
     print_table(rows, list(rows[0]), "SST-2 dev accuracy (95% bootstrap CI), eps spent, memory, speed")
     if mem:
         print_table(mem, list(mem[0]), "ghost vs per-sample (hooks) clipping: one DP step")

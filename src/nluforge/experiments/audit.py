@@ -72,7 +72,7 @@ def audit_run(run_dir: Path, attack: str, options, *, runner=None, servable=None
     return record
 
 
-def shadow_cells(cfg, options, pool_size: int):
+def shadow_cells(cfg, options):
     """The k shadow runs: the audited config on the data outside the pool plus the shadow's half of it,
     no steps, no extras."""
     ev = dataclasses.replace(cfg.eval, baselines=False, latency=False, advglue=False, save_predictions=False)
@@ -88,7 +88,7 @@ def _lira(run_dir, cfg, options, split, logits, labels, texts, runner):
     from nluforge.privacy import audit as mia
 
     full_pool = len(split["members"]) + len(split["nonmembers"])
-    cells = shadow_cells(cfg, options, full_pool)
+    cells = shadow_cells(cfg, options)
     shadows_dir = Path(run_dir) / "shadows"
     results = {r.run_info.id: r for r in run_grid(cells, shadows_dir, runner)}
     mask_full = mia.shadow_mask(full_pool, options.shadows, options.seed)  # over members + non-members

@@ -42,13 +42,13 @@ def reserve_members(cfg, train):
     from nluforge.privacy.audit import shadow_mask
 
     members, nonmembers = _holdout(cfg, len(train.texts))
+    pool = np.r_[members, nonmembers]
+    outside = np.setdiff1d(np.arange(len(train.texts)), pool)  # trained on by the run and every shadow
     if cfg.data.audit_shadow:
         index, k, seed = cfg.data.audit_shadow
-        pool = np.r_[members, nonmembers]
-        rest = np.setdiff1d(np.arange(len(train.texts)), pool)
-        keep = np.sort(np.r_[rest, pool[shadow_mask(len(pool), k, seed)[index]]])
+        keep = np.sort(np.r_[outside, pool[shadow_mask(len(pool), k, seed)[index]]])
         return _subset(train, keep), None
-    keep = np.setdiff1d(np.arange(len(train.texts)), nonmembers)
+    keep = np.sort(np.r_[outside, members])
     split = {"seed": cfg.seed, "members": members.tolist(), "nonmembers": nonmembers.tolist(),
              "note": "indices into the task's training split as loaded for this config (before the holdout)"}
     return _subset(train, keep), split
