@@ -7,7 +7,7 @@ an overfit run.
 
 Full settings (the defaults): the ``default`` model, 20,000 SST-2 training examples, DP at eps 1, 3
 and 8 with each clipping style (flat, per_layer, group = one group per transformer block) for
-``full`` and ``lora`` (DP defaults of Li et al. 2022 otherwise); ghost vs per-sample peak memory at
+``full`` and ``lora`` (DP defaults after Li et al. 2022 otherwise: batch 1,024, 3 epochs or 200 steps); ghost vs per-sample peak memory at
 one batch; audits (loss and LiRA with 4 shadows) of the non-private run, of the first eps=8 run and of
 an overfit run (``full``, 20 epochs on 500 examples; ``--overfit-dp 8`` adds the same run under DP, audited
 beside it; ``--lira-only-overfit`` keeps LiRA's shadows to the overfit runs). ``--small``: 2,000 examples, eps 8, flat, lora only,

@@ -19,7 +19,13 @@ import dataclasses
 from typing import Any
 
 from nluforge.core.errors import UserError
-from nluforge.privacy.config import DP_DEFAULT_BATCH, DP_DEFAULT_EPOCHS, DP_DEFAULT_LR, DpSgdConfig
+from nluforge.privacy.config import (
+    DP_DEFAULT_BATCH,
+    DP_DEFAULT_EPOCHS,
+    DP_DEFAULT_LR,
+    DP_DEFAULT_STEPS,
+    DpSgdConfig,
+)
 
 PRIVATE_METHODS = tuple(DP_DEFAULT_LR)  # full, bitfit, lora: plain parameters Opacus has per-sample rules for
 NOT_PRIVATE_OPTIMIZERS = {
@@ -61,7 +67,7 @@ def plan(cfg, dp: DpSgdConfig, n: int, method_lr: float | None) -> DpPlan:
     """The DP run's batch, epochs, lr, delta and the calibrated noise multiplier."""
     from nluforge.experiments.config import TrainConfig
     from nluforge.privacy.accounting import noise_multiplier
-    from nluforge.train.loop import total_steps
+    from nluforge.train.loop import steps_per_epoch, total_steps
 
     base, applied = TrainConfig(), {}
 
@@ -74,7 +80,8 @@ def plan(cfg, dp: DpSgdConfig, n: int, method_lr: float | None) -> DpPlan:
         return default
 
     batch = pick("batch_size", dp.batch_size, max(1, min(DP_DEFAULT_BATCH, n // 10)))
-    epochs = pick("epochs", dp.epochs, DP_DEFAULT_EPOCHS)
+    per_epoch = steps_per_epoch(n, batch, 1)
+    epochs = pick("epochs", dp.epochs, max(DP_DEFAULT_EPOCHS, DP_DEFAULT_STEPS / per_epoch))
     lr = dp.lr or cfg.train.lr
     if lr is None:
         lr = applied["lr"] = DP_DEFAULT_LR.get(cfg.method, method_lr)
