@@ -329,17 +329,17 @@ def test_eps_lower_bound_stays_below_the_true_epsilon_of_randomized_response():
 def test_dp_defaults_take_li_et_al_s_batch_and_at_least_their_number_of_steps():
     from nluforge.experiments.dp_train import plan
 
-    dp = DpSgdConfig(epsilon=8.0)
+    cfg, dp, plans = resolve({"method": "lora"}), DpSgdConfig(epsilon=8.0), {}
     # (n, expected batch, epochs, steps): 3 epochs of 1,024 are ~200 steps on all of SST-2 (67k); on
     # less data the epochs grow to make 200 steps (the 20k benchmark: 60 steps gave 75.6%, 200 gave 79.9%)
     for n, batch, epochs, steps in [(67_349, 1024, 200 / 66, 200), (19_500, 1024, 10.0, 200),
                                     (1_000, 100, 20.0, 200), (100_000, 1024, 3.0, 294)]:
-        p = plan(resolve({"method": "lora"}), dp, n, None)
+        p = plans[n] = plan(cfg, dp, n, None)
         assert (p.batch_size, p.steps) == (batch, steps), n
         assert p.epochs == pytest.approx(epochs) and p.defaults_applied["epochs"] == pytest.approx(epochs)
-    fewer = plan(resolve({"method": "lora"}), DpSgdConfig(epsilon=8.0, epochs=3), 19_500, None)
+    fewer = plan(cfg, DpSgdConfig(epsilon=8.0, epochs=3), 19_500, None)
     assert fewer.steps == 60 and "epochs" not in fewer.defaults_applied
-    assert fewer.noise_multiplier < plan(resolve({"method": "lora"}), dp, 19_500, None).noise_multiplier
+    assert fewer.noise_multiplier < plans[19_500].noise_multiplier
 
 
 # ---- bad input ----------------------------------------------------------------------------------------
